@@ -1,0 +1,101 @@
+//! Rust types matching the `.avsc` files field for field. Timestamps are microseconds since the
+//! Unix epoch (`timestamp-micros`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::avro_event;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PatientIdentity {
+    pub assigning_authority: String,
+    pub mrn: String,
+}
+
+impl PatientIdentity {
+    /// The Kafka key of this patient's events: all of them land on one partition, in order.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.assigning_authority, self.mrn)
+    }
+
+    /// The enterprise patient id: stable, so a replay rebuilds the same ids.
+    pub fn patient_id(&self) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&PATIENT_NAMESPACE, self.key().as_bytes())
+    }
+}
+
+const PATIENT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2f3e_93a4_4c55_8a0e_5c1b_9d2f_7a10);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordReceived {
+    pub event_id: String,
+    pub source_id: String,
+    pub organization_id: String,
+    pub channel: String,
+    pub received_at: i64,
+    pub message_id: String,
+    pub patient: Option<PatientIdentity>,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub version: i64,
+    pub sensitivity: String,
+    pub resource_json: String,
+}
+avro_event!(RecordReceived, "record_received", ["v1"]);
+
+impl RecordReceived {
+    pub fn key(&self) -> String {
+        match &self.patient {
+            Some(p) => p.key(),
+            None => format!("{}|{}/{}", self.source_id, self.resource_type, self.resource_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentRecorded {
+    pub event_id: String,
+    pub recorded_at: i64,
+    pub patient: PatientIdentity,
+    pub organization_id: String,
+    pub decision: String,
+    pub effective_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub method: String,
+    pub part2: bool,
+    pub recorded_by: String,
+}
+avro_event!(ConsentRecorded, "consent_recorded", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordRejected {
+    pub event_id: String,
+    pub rejected_at: i64,
+    pub source_id: Option<String>,
+    pub channel: String,
+    pub message_id: String,
+    pub index: Option<i64>,
+    pub reason: String,
+    pub payload: String,
+}
+avro_event!(RecordRejected, "record_rejected", ["v1"]);
+
+impl RecordRejected {
+    pub fn key(&self) -> String {
+        self.source_id.clone().unwrap_or_else(|| self.channel.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRegistered {
+    pub event_id: String,
+    pub registered_at: i64,
+    pub source_id: String,
+    pub name: String,
+    pub organization_id: String,
+    pub feed: String,
+    pub assigning_authority: String,
+    pub data_elements: Vec<String>,
+    pub part2: bool,
+    pub api_key_sha256: String,
+}
+avro_event!(SourceRegistered, "source_registered", ["v1"]);

@@ -1,0 +1,23 @@
+//! The contract between the services: Avro schemas (`../avro/*.avsc`), the Rust types that match
+//! them, the single-object codec, topic names and position tokens.
+
+mod canonical;
+mod codec;
+mod events;
+pub mod position;
+pub mod topics;
+
+pub use canonical::{fingerprint64, parsing_canonical_form};
+pub use codec::{codec_sets, decode, encode, CodecError, Event, SchemaSet, VersionedSchema};
+pub use events::{
+    ConsentRecorded, PatientIdentity, RecordReceived, RecordRejected, SourceRegistered,
+};
+pub use position::Position;
+
+/// Microseconds since the Unix epoch, the unit of every timestamp in the events.
+pub fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64
+}
