@@ -1,1 +1,38 @@
+//! Plumbing the three services share: caller identity (JWTs and roles), Kafka client setup and
+//! topic creation, HTTP error bodies, `/metrics`, logging, and secrets that never print.
 
+pub mod auth;
+pub mod http;
+pub mod kafka;
+pub mod secret;
+pub mod telemetry;
+
+pub use secret::Secret;
+
+/// An environment variable, or a default when it is unset or empty.
+pub fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default.to_string(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, so a service can finish what it started before exiting.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

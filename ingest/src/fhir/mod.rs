@@ -1,0 +1,8 @@
+//! FHIR R4 input: parsing Bundles and NDJSON into entries, and normalizing each entry into a
+//! record with its patient's local identity.
+
+mod normalize;
+mod parse;
+
+pub use normalize::{normalize, Rejection, SourceContext};
+pub use parse::{parse_bundle, parse_ndjson, BundleKind};

@@ -1,0 +1,115 @@
+//! `PUT /v1/sources/{source_id}`: an administrator registers or updates a source.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use platform::auth::{Role, User};
+use schemas::{now_micros, topics, SourceRegistered};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::sources::{key_digest, new_api_key};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRequest {
+    name: String,
+    organization_id: String,
+    feed: Feed,
+    assigning_authority: String,
+    #[serde(default)]
+    data_elements: Vec<String>,
+    #[serde(default)]
+    part2: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Feed {
+    Realtime,
+    Batch,
+    Both,
+}
+
+impl Feed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Feed::Realtime => "realtime",
+            Feed::Batch => "batch",
+            Feed::Both => "both",
+        }
+    }
+}
+
+pub fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state
+        .verifier
+        .verify_header(auth)
+        .map_err(|_| ApiError::Unauthorized("missing or invalid token"))
+}
+
+fn valid_source_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+pub async fn put_source(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<SourceRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = user(&state, &headers)?;
+    if !caller.has(Role::Admin) {
+        return Err(ApiError::Forbidden("admin_required", "only an admin may register sources".into()));
+    }
+    let Json(req) = body.map_err(ApiError::from_json)?;
+    if !valid_source_id(&source_id) {
+        return Err(ApiError::BadRequest("invalid_source_id", "source ids are 1-64 of [A-Za-z0-9._-]".into()));
+    }
+    for (field, value) in [
+        ("name", &req.name),
+        ("organization_id", &req.organization_id),
+        ("assigning_authority", &req.assigning_authority),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError::BadRequest("invalid_body", format!("{field} must not be empty")));
+        }
+    }
+    if !state.registry.is_caught_up() {
+        return Err(ApiError::NotReady("the source registry is still loading"));
+    }
+
+    let existing = state.registry.get(&source_id);
+    let new_key = existing.is_none().then(new_api_key);
+    let api_key_sha256 = match (&existing, &new_key) {
+        (Some(s), _) => s.api_key_sha256.clone(),
+        (None, Some(key)) => key_digest(key),
+        (None, None) => unreachable!("a new source always gets a key"),
+    };
+    let event = SourceRegistered {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        registered_at: now_micros(),
+        source_id: source_id.clone(),
+        name: req.name.trim().to_string(),
+        organization_id: req.organization_id.trim().to_string(),
+        feed: req.feed.as_str().to_string(),
+        assigning_authority: req.assigning_authority.trim().to_string(),
+        data_elements: req.data_elements,
+        part2: req.part2,
+        api_key_sha256,
+    };
+    let position = state.publisher.publish(topics::SOURCES.name, &source_id, &event).await?;
+    state.registry.apply(event);
+    tracing::info!(source = %source_id, created = new_key.is_some(), "source registered");
+    Ok(match new_key {
+        Some(key) => (
+            StatusCode::CREATED,
+            Json(json!({"id": source_id, "api_key": key, "position": position.encode()})),
+        ),
+        None => (StatusCode::OK, Json(json!({"id": source_id, "position": position.encode()}))),
+    })
+}

@@ -1,0 +1,103 @@
+//! The source registry as ingest sees it: every `SourceRegistered` event on the sources topic,
+//! replayed at start and tailed after, so any ingest instance knows every source and its key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::{topics, SourceRegistered};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<RwLock<HashMap<String, SourceRegistered>>>,
+    caught_up: Arc<AtomicBool>,
+}
+
+impl Registry {
+    pub fn get(&self, source_id: &str) -> Option<SourceRegistered> {
+        self.inner.read().expect("registry lock").get(source_id).cloned()
+    }
+
+    pub fn apply(&self, event: SourceRegistered) {
+        self.inner.write().expect("registry lock").insert(event.source_id.clone(), event);
+    }
+
+    /// True once the registry holds everything that was on the topic at start.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The source a bearer key belongs to, if it is that source's key.
+    pub fn authenticate(&self, source_id: &str, api_key: &str) -> Option<SourceRegistered> {
+        let source = self.get(source_id)?;
+        (source.api_key_sha256 == key_digest(api_key)).then_some(source)
+    }
+
+    /// The source whose key this is, whichever it is.
+    pub fn by_key(&self, api_key: &str) -> Option<SourceRegistered> {
+        let digest = key_digest(api_key);
+        self.inner.read().expect("registry lock").values().find(|s| s.api_key_sha256 == digest).cloned()
+    }
+}
+
+pub fn key_digest(api_key: &str) -> String {
+    hex::encode(Sha256::digest(api_key.as_bytes()))
+}
+
+/// A new source API key: 244 random bits.
+pub fn new_api_key() -> String {
+    format!("hie_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// Replay the sources topic from the beginning, then follow it. Runs until the process stops.
+pub async fn follow(registry: Registry, brokers: String) {
+    loop {
+        match follow_once(&registry, &brokers).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "source registry consumer failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn follow_once(registry: &Registry, brokers: &str) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer: StreamConsumer = platform::kafka::client_config(brokers)
+        .set("group.id", format!("ingest-registry-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..topics::SOURCES.partitions {
+        tpl.add_partition_offset(topics::SOURCES.name, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut at_end = vec![false; topics::SOURCES.partitions as usize];
+    loop {
+        match consumer.recv().await {
+            Ok(msg) => {
+                if let Some(bytes) = msg.payload() {
+                    match schemas::decode::<SourceRegistered>(bytes) {
+                        Ok(event) => registry.apply(event),
+                        Err(e) => tracing::error!(offset = msg.offset(), error = %e, "undecodable source event skipped"),
+                    }
+                }
+            }
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                if let Some(flag) = at_end.get_mut(p as usize) {
+                    *flag = true;
+                }
+                if at_end.iter().all(|f| *f) && !registry.is_caught_up() {
+                    registry.caught_up.store(true, Ordering::Release);
+                    tracing::info!("source registry caught up");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
