@@ -1,1 +1,76 @@
+//! Projector: consumes the event log in a consumer group and keeps the per-patient views in
+//! PostgreSQL, each batch and its offsets in one transaction.
 
+pub mod config;
+mod consume;
+mod demographics;
+mod http;
+mod metrics;
+pub mod store;
+
+use std::future::Future;
+
+pub use config::Config;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kafka(#[from] platform::kafka::KafkaSetupError),
+    #[error("kafka consumer: {0}")]
+    Consumer(#[from] rdkafka::error::KafkaError),
+    #[error("database: {0}")]
+    Database(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn pool(database_url: &str) -> Result<deadpool_postgres::Pool, StartError> {
+    let pg: tokio_postgres::Config = database_url.parse().map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .map_err(|e| StartError::Database(e.to_string()))
+}
+
+/// Run the projector until `shutdown` resolves; `listener` serves `/healthz` and `/metrics`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let pool = pool(&config.database_url)?;
+    store::migrate(&pool).await?;
+    platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
+    let consumer = consume::consumer(&config)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let server = axum::serve(listener, http::router(pool.clone())).with_graceful_shutdown(async move {
+        let _ = http_stop.changed().await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    tracing::info!("projector running");
+    let mut loop_stop = stop_rx;
+    let consuming = consume::run(config, pool, consumer, async move {
+        let _ = loop_stop.changed().await;
+    });
+    tokio::pin!(consuming);
+    tokio::select! {
+        _ = &mut consuming => {}
+        _ = shutdown => {
+            let _ = stop_tx.send(true);
+            consuming.await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    server.await.map_err(|e| StartError::Database(e.to_string()))??;
+    Ok(())
+}

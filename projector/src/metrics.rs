@@ -1,0 +1,46 @@
+//! The projector's metrics, defined in one place.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+
+use crate::store::Applied;
+
+static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("hie_projector_events_applied_total", "Events applied to the views").expect("registers once")
+});
+static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("hie_projector_events_undecodable_total", "Events kept in projection_errors")
+        .expect("registers once")
+});
+static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "hie_projector_batch_size",
+        "Events per projection transaction",
+        vec![1.0, 5.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0]
+    )
+    .expect("registers once")
+});
+static BATCH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!("hie_projector_batch_seconds", "Time to apply one batch").expect("registers once")
+});
+static FRESHNESS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "hie_projector_freshness_seconds",
+        "From a record's receipt at ingest to its projection",
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0]
+    )
+    .expect("registers once")
+});
+
+pub fn batch(applied: &Applied, size: usize, took: Duration) {
+    EVENTS.inc_by(applied.events as u64);
+    UNDECODABLE.inc_by(applied.undecodable as u64);
+    BATCH_SIZE.observe(size as f64);
+    BATCH_SECONDS.observe(took.as_secs_f64());
+    if let Some(received) = applied.newest_received_at {
+        let lag = (schemas::now_micros() - received).max(0) as f64 / 1e6;
+        FRESHNESS.observe(lag);
+    }
+}

@@ -1,0 +1,333 @@
+//! The views in PostgreSQL: every SQL statement of the projector, and applying one batch of
+//! events together with the offsets it advances, in one transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::{Pool, Transaction};
+use schemas::{topics, ConsentRecorded, PatientIdentity, RecordReceived, RecordRejected, SourceRegistered};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One consumed message, detached from the consumer.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("migrations: {0}")]
+    Migrate(String),
+}
+
+/// What a batch changed, for metrics and logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub events: usize,
+    pub skipped_already_applied: usize,
+    pub undecodable: usize,
+    /// Latest `received_at` (micros) among the records applied.
+    pub newest_received_at: Option<i64>,
+}
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    // Serialize concurrent starts of several projectors.
+    client.execute("SELECT pg_advisory_lock(7311001)", &[]).await?;
+    let result = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()));
+    client.execute("SELECT pg_advisory_unlock(7311001)", &[]).await?;
+    result.map(|_| ())
+}
+
+fn at(micros: i64) -> SystemTime {
+    if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    }
+}
+
+/// Apply `batch` and advance the offsets, all or nothing. Messages below the stored offset of
+/// their partition were applied before (a redelivery after a crash) and are skipped.
+pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for e in batch {
+        let key = (e.topic.clone(), e.partition);
+        if next.contains_key(&key) {
+            continue;
+        }
+        let row = tx
+            .query_opt(
+                "SELECT next_offset FROM projection_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                &[&e.topic, &e.partition],
+            )
+            .await?;
+        next.insert(key, row.map(|r| r.get(0)).unwrap_or(0));
+    }
+
+    let mut applied = Applied::default();
+    let mut known_patients: HashSet<PatientIdentity> = HashSet::new();
+    let mut last_received: HashMap<String, i64> = HashMap::new();
+    for e in batch {
+        let slot = next.get_mut(&(e.topic.clone(), e.partition)).expect("loaded above");
+        if e.offset < *slot {
+            applied.skipped_already_applied += 1;
+            continue;
+        }
+        *slot = e.offset + 1;
+        let outcome = match e.topic.as_str() {
+            t if t == topics::RECORDS.name => match decoded::<RecordReceived>(&e.payload) {
+                Ok(r) => {
+                    let latest = last_received.entry(r.source_id.clone()).or_insert(r.received_at);
+                    *latest = (*latest).max(r.received_at);
+                    applied.newest_received_at = applied.newest_received_at.max(Some(r.received_at));
+                    apply_record(&tx, &r, &mut known_patients).await
+                }
+                Err(err) => Err(err),
+            },
+            t if t == topics::CONSENTS.name => async {
+                Ok(apply_consent(&tx, &decoded(&e.payload)?).await?)
+            }
+            .await,
+            t if t == topics::SOURCES.name => async {
+                Ok(apply_source(&tx, &decoded(&e.payload)?).await?)
+            }
+            .await,
+            t if t == topics::DEAD_LETTERS.name => async {
+                Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?)
+            }
+            .await,
+            _ => Ok(()),
+        };
+        match outcome {
+            Ok(()) => applied.events += 1,
+            Err(EventError::Db(err)) => return Err(err.into()),
+            Err(EventError::Decode(error)) => {
+                applied.undecodable += 1;
+                tracing::error!(topic = %e.topic, partition = e.partition, offset = e.offset, "undecodable event kept in projection_errors");
+                tx.execute(
+                    "INSERT INTO projection_errors (topic, partition, \"offset\", error) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&e.topic, &e.partition, &e.offset, &error],
+                )
+                .await?;
+            }
+        }
+    }
+
+    for (source_id, micros) in &last_received {
+        tx.execute(
+            "UPDATE sources SET last_received_at = GREATEST(COALESCE(last_received_at, $2), $2) WHERE source_id = $1",
+            &[source_id, &at(*micros)],
+        )
+        .await?;
+    }
+    for ((topic, partition), next_offset) in &next {
+        tx.execute(
+            "INSERT INTO projection_offsets (topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+            &[topic, partition, next_offset],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// A bad event is recorded and passed over; a database error aborts the batch, to be retried.
+enum EventError {
+    Decode(String),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for EventError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        EventError::Db(e)
+    }
+}
+
+fn decoded<E: schemas::Event>(payload: &[u8]) -> Result<E, EventError> {
+    schemas::decode::<E>(payload).map_err(|e| EventError::Decode(e.to_string()))
+}
+
+async fn apply_record(
+    tx: &Transaction<'_>,
+    r: &RecordReceived,
+    known_patients: &mut HashSet<PatientIdentity>,
+) -> Result<(), EventError> {
+    let resource: Value = serde_json::from_str(&r.resource_json)
+        .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
+    let patient_id = r.patient.as_ref().map(|p| p.patient_id());
+    if let Some(identity) = &r.patient {
+        if known_patients.insert(identity.clone()) {
+            ensure_patient(tx, identity).await?;
+        }
+    }
+    let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
+    let changed = tx
+        .query_opt(
+            "INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
+                                  content_sha256, resource, sensitivity, channel, received_at, message_id, event_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (source_id, resource_type, resource_id) DO UPDATE SET
+                 patient_id = EXCLUDED.patient_id, organization_id = EXCLUDED.organization_id,
+                 version = EXCLUDED.version, content_sha256 = EXCLUDED.content_sha256,
+                 resource = EXCLUDED.resource, sensitivity = EXCLUDED.sensitivity, channel = EXCLUDED.channel,
+                 received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
+             -- A newer version replaces; an older one or an identical duplicate changes nothing.
+             WHERE records.version < EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
+             RETURNING 1",
+            &[
+                &r.source_id,
+                &r.resource_type,
+                &r.resource_id,
+                &patient_id,
+                &r.organization_id,
+                &r.version,
+                &digest,
+                &resource,
+                &r.sensitivity,
+                &r.channel,
+                &at(r.received_at),
+                &r.message_id,
+                &r.event_id,
+            ],
+        )
+        .await?
+        .is_some();
+    if changed && r.resource_type == "Patient" {
+        if let Some(identity) = &r.patient {
+            update_demographics(tx, identity, &resource).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_patient(tx: &Transaction<'_>, identity: &PatientIdentity) -> Result<(), tokio_postgres::Error> {
+    let id = identity.patient_id();
+    tx.execute(
+        "INSERT INTO patients (patient_id, assigning_authority, mrn) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&id, &identity.assigning_authority, &identity.mrn],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&id, &identity.assigning_authority, &identity.mrn],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn update_demographics(
+    tx: &Transaction<'_>,
+    identity: &PatientIdentity,
+    patient: &Value,
+) -> Result<(), tokio_postgres::Error> {
+    let d = crate::demographics::Demographics::from_patient(patient);
+    let id = identity.patient_id();
+    tx.execute(
+        "UPDATE patients SET family = $2, given = $3, display_name = $4, birth_date = $5, sex = $6, updated_at = now()
+         WHERE patient_id = $1",
+        &[&id, &d.family, &d.given, &d.display_name, &d.birth_date, &d.sex],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM patient_identifiers WHERE patient_id = $1 AND NOT (system = $2 AND value = $3)",
+        &[&id, &identity.assigning_authority, &identity.mrn],
+    )
+    .await?;
+    for (system, value) in &d.identifiers {
+        tx.execute(
+            "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&id, system, value],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply_consent(tx: &Transaction<'_>, c: &ConsentRecorded) -> Result<(), tokio_postgres::Error> {
+    // Events of one patient share a partition, so the last one applied is the latest decision.
+    tx.execute(
+        "INSERT INTO consents (patient_id, organization_id, decision, effective_at, expires_at, part2, method,
+                               recorded_at, recorded_by, event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (patient_id, organization_id) DO UPDATE SET
+             decision = EXCLUDED.decision, effective_at = EXCLUDED.effective_at, expires_at = EXCLUDED.expires_at,
+             part2 = EXCLUDED.part2, method = EXCLUDED.method, recorded_at = EXCLUDED.recorded_at,
+             recorded_by = EXCLUDED.recorded_by, event_id = EXCLUDED.event_id",
+        &[
+            &c.patient.patient_id(),
+            &c.organization_id,
+            &c.decision,
+            &c.effective_at.map(at),
+            &c.expires_at.map(at),
+            &c.part2,
+            &c.method,
+            &at(c.recorded_at),
+            &c.recorded_by,
+            &c.event_id,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_source(tx: &Transaction<'_>, s: &SourceRegistered) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO sources (source_id, name, organization_id, feed, assigning_authority, data_elements, part2, registered_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (source_id) DO UPDATE SET
+             name = EXCLUDED.name, organization_id = EXCLUDED.organization_id, feed = EXCLUDED.feed,
+             assigning_authority = EXCLUDED.assigning_authority, data_elements = EXCLUDED.data_elements,
+             part2 = EXCLUDED.part2, registered_at = EXCLUDED.registered_at",
+        &[
+            &s.source_id,
+            &s.name,
+            &s.organization_id,
+            &s.feed,
+            &s.assigning_authority,
+            &s.data_elements,
+            &s.part2,
+            &at(s.registered_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_dead_letter(tx: &Transaction<'_>, d: &RecordRejected) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO dead_letters (event_id, rejected_at, source_id, channel, message_id, item_index, reason, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        &[
+            &d.event_id,
+            &at(d.rejected_at),
+            &d.source_id,
+            &d.channel,
+            &d.message_id,
+            &d.index,
+            &d.reason,
+            &d.payload,
+        ],
+    )
+    .await?;
+    Ok(())
+}
