@@ -577,7 +577,13 @@ fn print_summary(
     tokens: &[(&str, &User, String)],
 ) {
     let by_label = |l: char| &people.iter().find(|(p, _)| p.label == l).expect("fixed").1;
-    let (a, b, c, e) = (by_label('A'), by_label('B'), by_label('C'), by_label('E'));
+    let (a, b, c, d, e) = (
+        by_label('A'),
+        by_label('B'),
+        by_label('C'),
+        by_label('D'),
+        by_label('E'),
+    );
     let family = demo_data::person('A').family;
 
     println!("\nDemo patients (synthetic):");
@@ -614,69 +620,75 @@ fn print_summary(
         );
     }
 
-    let get = |token: &str, path: &str| {
-        format!("  curl -s -w '\\nHTTP %{{http_code}}\\n' -H \"Authorization: Bearer ${token}\" '{query}{path}'")
-    };
-    println!("\nTry (dr.rivera, physician at org-mercy, is $TOKEN):");
-    println!("  # demographic search, allowed without consent");
-    println!("{}", get("TOKEN", &format!("/v1/patients?family={family}")));
-    println!("  # records of a patient who granted consent to org-mercy");
-    println!(
-        "{}",
-        get("TOKEN", &format!("/v1/patients/{}/records", a.id))
-    );
-    println!(
-        "{}",
-        get(
+    // (what it shows, whose token, path); an empty path is a comment line only.
+    let mut examples = vec![
+        (
+            "demographic search, allowed without consent",
             "TOKEN",
-            &format!("/v1/patients/{}/records?type=AllergyIntolerance", a.id)
-        )
-    );
+            format!("/v1/patients?family={family}"),
+        ),
+        (
+            "records of a patient who granted consent to org-mercy",
+            "TOKEN",
+            format!("/v1/patients/{}/records", a.id),
+        ),
+        (
+            "",
+            "TOKEN",
+            format!("/v1/patients/{}/records?type=AllergyIntolerance", a.id),
+        ),
+    ];
     if let Some(s) = synthea_patient {
-        println!("  # a Synthea patient who granted consent to org-mercy");
-        println!(
-            "{}",
-            get(
-                "TOKEN",
-                &format!("/v1/patients/{}/records?type=Condition", s.id)
-            )
-        );
+        examples.push((
+            "a Synthea patient who granted consent to org-mercy",
+            "TOKEN",
+            format!("/v1/patients/{}/records?type=Condition", s.id),
+        ));
     }
-    println!("  # no consent recorded: 403 consent_required, break_glass_allowed true");
+    examples.extend([
+        (
+            "no consent recorded: 403 consent_required, break_glass_allowed true",
+            "TOKEN",
+            format!("/v1/patients/{}/records", e.id),
+        ),
+        (
+            "consent denied: 403 consent_denied, no break-the-glass",
+            "TOKEN",
+            format!("/v1/patients/{}/records", c.id),
+        ),
+        (
+            "a nurse at another organization: patient B granted consent to all participants",
+            "NURSE_TOKEN",
+            format!("/v1/patients/{}/records", b.id),
+        ),
+        ("directory of sources", "TOKEN", "/v1/sources".to_owned()),
+        (
+            "FHIR for EHRs",
+            "TOKEN",
+            format!("/fhir/Patient/{}/$everything", a.id),
+        ),
+    ]);
+    let curl = "curl -s -w '\\nHTTP %{http_code}\\n'";
+    println!("\nTry (dr.rivera, physician at org-mercy, is $TOKEN):");
+    for (what, token, path) in &examples {
+        if !what.is_empty() {
+            println!("  # {what}");
+        }
+        println!("  {curl} -H \"Authorization: Bearer ${token}\" '{query}{path}'");
+    }
+    println!("  # patient D denied except in an emergency: break the glass, read, then see the access log");
     println!(
-        "{}",
-        get("TOKEN", &format!("/v1/patients/{}/records", e.id))
+        "  {curl} -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"reason\": \"unconscious in the ED\", \"attest\": true}}' '{query}/v1/patients/{}/break-glass'",
+        d.id
     );
-    println!("  # consent denied: 403 consent_denied, no break-the-glass");
     println!(
-        "{}",
-        get("TOKEN", &format!("/v1/patients/{}/records", c.id))
+        "  {curl} -H \"Authorization: Bearer $TOKEN\" '{query}/v1/patients/{}/records'",
+        d.id
     );
-    println!("  # break the glass for the patient without consent, then read again");
     println!(
-        "  curl -s -w '\\nHTTP %{{http_code}}\\n' -X POST -H \"Authorization: Bearer $TOKEN\" \
-         -H 'Content-Type: application/json' -d '{{\"reason\": \"unconscious in the ED\", \"attest\": true}}' \
-         '{query}/v1/patients/{}/break-glass'",
-        e.id
-    );
-    println!("  # a nurse at another organization: patient B granted consent to all participants");
-    println!(
-        "{}",
-        get("NURSE_TOKEN", &format!("/v1/patients/{}/records", b.id))
-    );
-    println!("  # who read patient E's record (privacy officer)");
-    println!(
-        "{}",
-        get(
-            "PRIVACY_TOKEN",
-            &format!("/v1/patients/{}/access-log", e.id)
-        )
-    );
-    println!("  # directory of sources; FHIR for EHRs");
-    println!("{}", get("TOKEN", "/v1/sources"));
-    println!(
-        "{}",
-        get("TOKEN", &format!("/fhir/Patient/{}/$everything", a.id))
+        "  {curl} -H \"Authorization: Bearer $PRIVACY_TOKEN\" '{query}/v1/patients/{}/access-log'",
+        d.id
     );
     println!("\nMint other tokens with: target/debug/hiectl token --sub <id> --email <e> --org <org> --roles physician");
 }
