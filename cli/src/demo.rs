@@ -187,16 +187,7 @@ pub async fn run(args: Args) -> Result<()> {
         None => None,
     };
 
-    let tokens = [
-        ("TOKEN", &PHYSICIAN, physician.clone()),
-        ("NURSE_TOKEN", &NURSE, token::mint(&secret, &NURSE, TTL)?),
-        ("ADMIN_TOKEN", &ADMIN, admin.clone()),
-        (
-            "PRIVACY_TOKEN",
-            &PRIVACY,
-            token::mint(&secret, &PRIVACY, TTL)?,
-        ),
-    ];
+    let tokens = demo_tokens(&secret)?;
     print_summary(
         ingest,
         query,
@@ -568,6 +559,31 @@ impl Keys {
     }
 }
 
+/// The demo users' tokens, each with the shell variable the examples use.
+pub fn demo_tokens(secret: &str) -> Result<Vec<(&'static str, &'static User<'static>, String)>> {
+    [
+        ("TOKEN", &PHYSICIAN),
+        ("NURSE_TOKEN", &NURSE),
+        ("ADMIN_TOKEN", &ADMIN),
+        ("PRIVACY_TOKEN", &PRIVACY),
+    ]
+    .into_iter()
+    .map(|(var, user)| Ok((var, user, token::mint(secret, user, TTL)?)))
+    .collect()
+}
+
+pub fn print_tokens(tokens: &[(&str, &User, String)]) {
+    println!("\nTokens (valid 12 h); paste into your shell:");
+    for (var, user, token) in tokens {
+        println!(
+            "  export {var}='{token}'   # {} {} {}",
+            user.email,
+            user.roles.join(","),
+            user.org
+        );
+    }
+}
+
 fn print_summary(
     ingest: &str,
     query: &str,
@@ -610,15 +626,7 @@ fn print_summary(
         state_dir.join("demo-keys.json").display()
     );
 
-    println!("\nTokens (valid 12 h); paste into your shell:");
-    for (var, user, token) in tokens {
-        println!(
-            "  export {var}='{token}'   # {} {} {}",
-            user.email,
-            user.roles.join(","),
-            user.org
-        );
-    }
+    print_tokens(tokens);
 
     // (what it shows, whose token, path); an empty path is a comment line only.
     let mut examples = vec![

@@ -40,6 +40,8 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         ttl_hours: u64,
     },
+    /// Print tokens (valid 12 h) for the demo users, as shell `export` lines.
+    Tokens,
     /// Register the demo sources, load the demo data set and print tokens and curl examples.
     Demo {
         #[arg(long, default_value = "http://127.0.0.1:8081")]
@@ -88,6 +90,10 @@ async fn run(cli: Cli) -> Result<()> {
                 "{}",
                 token::mint(&secret, &user, Duration::from_secs(ttl_hours * 3600))?
             );
+            Ok(())
+        }
+        Command::Tokens => {
+            demo::print_tokens(&demo::demo_tokens(&token::secret_from_env()?)?);
             Ok(())
         }
         Command::Demo {
