@@ -1,1 +1,47 @@
+//! Query API: consent-filtered reads of the views the projector keeps.
 
+pub mod config;
+pub mod consent;
+mod db;
+pub mod http;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("JWT key: {0}")]
+    Jwt(#[from] platform::auth::AuthError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run the query API on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let pg: tokio_postgres::Config = config
+        .database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .map_err(|e| StartError::Database(e.to_string()))?;
+    let state = http::AppState { verifier: config.jwt.verifier()?, config: Arc::new(config), pool };
+    tracing::info!(addr = %listener.local_addr()?, "query-api listening");
+    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

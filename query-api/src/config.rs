@@ -1,0 +1,72 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use platform::auth::{AuthError, Verifier};
+use platform::{env_or, Secret};
+
+/// How user tokens are verified: a shared secret in development, a public key in production.
+#[derive(Debug, Clone)]
+pub enum JwtKey {
+    Hs256(Secret<String>),
+    Rs256PublicKeyPem(String),
+}
+
+impl JwtKey {
+    pub fn verifier(&self) -> Result<Verifier, AuthError> {
+        match self {
+            JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.expose().as_bytes())),
+            JwtKey::Rs256PublicKeyPem(pem) => Verifier::rs256_pem(pem.as_bytes()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub jwt: JwtKey,
+    /// Longest a read with `X-Min-Position` waits for the views to catch up.
+    pub min_position_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jwt = match &self.jwt {
+            JwtKey::Hs256(_) => "HS256 (HIE_JWT_SECRET)",
+            JwtKey::Rs256PublicKeyPem(_) => "RS256 (HIE_JWT_PUBLIC_KEY_FILE)",
+        };
+        f.debug_struct("Config")
+            .field("http_addr", &self.http_addr)
+            .field("database_url", &platform::redact_url(&self.database_url))
+            .field("jwt", &jwt)
+            .field("min_position_timeout", &self.min_position_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not valid: {1}")]
+    Invalid(&'static str, String),
+    #[error("set HIE_JWT_SECRET (HS256) or HIE_JWT_PUBLIC_KEY_FILE (RS256)")]
+    NoJwtKey,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let jwt = match (std::env::var("HIE_JWT_PUBLIC_KEY_FILE"), std::env::var("HIE_JWT_SECRET")) {
+            (Ok(path), _) if !path.is_empty() => JwtKey::Rs256PublicKeyPem(
+                std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", e.to_string()))?,
+            ),
+            (_, Ok(secret)) if !secret.is_empty() => JwtKey::Hs256(Secret::new(secret)),
+            _ => return Err(ConfigError::NoJwtKey),
+        };
+        let http_addr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080");
+        Ok(Config {
+            http_addr: http_addr.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid("QUERY_HTTP_ADDR", e.to_string()))?,
+            database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
+            jwt,
+            min_position_timeout: Duration::from_secs(5),
+        })
+    }
+}

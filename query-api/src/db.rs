@@ -1,0 +1,165 @@
+//! Every SQL statement the query API runs, all parameterised. The views are the projector's.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Pool;
+use schemas::Position;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::consent::ConsentRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+#[derive(Debug, Default)]
+pub struct PatientSearch {
+    pub family: Option<String>,
+    pub given: Option<String>,
+    pub birth_date: Option<String>,
+    /// `(system, value)`; an empty system matches any.
+    pub identifier: Option<(String, String)>,
+}
+
+pub struct PatientRow {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+    pub identifiers: Value,
+}
+
+/// `LIKE` prefix pattern for user input, with its wildcards escaped.
+fn prefix_pattern(s: &str) -> String {
+    let escaped = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("{escaped}%")
+}
+
+pub async fn search_patients(pool: &Pool, q: &PatientSearch, limit: i64) -> Result<Vec<PatientRow>, DbError> {
+    let client = pool.get().await?;
+    let family = q.family.as_deref().map(prefix_pattern);
+    let given = q.given.as_deref().map(prefix_pattern);
+    let (system, value) = match &q.identifier {
+        Some((s, v)) => (Some(s.as_str()), Some(v.as_str())),
+        None => (None, None),
+    };
+    let rows = client
+        .query(
+            "SELECT p.patient_id, p.display_name, p.birth_date, p.sex,
+                    COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value) ORDER BY i.system)
+                              FROM patient_identifiers i WHERE i.patient_id = p.patient_id), '[]'::json)
+             FROM patients p
+             WHERE ($1::text IS NULL OR lower(p.family) LIKE $1)
+               AND ($2::text IS NULL OR lower(p.given) LIKE $2)
+               AND ($3::text IS NULL OR p.birth_date = $3)
+               AND ($5::text IS NULL OR EXISTS (
+                     SELECT 1 FROM patient_identifiers i
+                     WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)))
+             ORDER BY p.family NULLS LAST, p.given NULLS LAST, p.patient_id
+             LIMIT $6",
+            &[&family, &given, &q.birth_date, &system, &value, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PatientRow {
+            id: r.get(0),
+            name: r.get(1),
+            birth_date: r.get(2),
+            sex: r.get(3),
+            identifiers: r.get(4),
+        })
+        .collect())
+}
+
+pub async fn patient_exists(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    Ok(client.query_opt("SELECT 1 FROM patients WHERE patient_id = $1", &[&id]).await?.is_some())
+}
+
+/// The consent rows that can apply to `org`'s users, for each patient.
+pub async fn consents(pool: &Pool, patients: &[Uuid], org: &str) -> Result<HashMap<Uuid, Vec<ConsentRow>>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT patient_id, organization_id, decision, effective_at, expires_at, part2
+             FROM consents WHERE patient_id = ANY($1) AND organization_id IN ($2, '*')",
+            &[&patients, &org],
+        )
+        .await?;
+    let mut out: HashMap<Uuid, Vec<ConsentRow>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(ConsentRow {
+            organization_id: r.get(1),
+            decision: r.get(2),
+            effective_at: r.get(3),
+            expires_at: r.get(4),
+            part2: r.get(5),
+        });
+    }
+    Ok(out)
+}
+
+pub async fn records(
+    pool: &Pool,
+    patient: Uuid,
+    resource_type: Option<&str>,
+    include_part2: bool,
+) -> Result<Vec<Value>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT resource FROM records
+             WHERE patient_id = $1 AND ($2::text IS NULL OR resource_type = $2)
+               AND (sensitivity <> 'part2' OR $3)
+             ORDER BY resource_type, received_at, resource_id",
+            &[&patient, &resource_type, &include_part2],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn sources(pool: &Pool) -> Result<Vec<Value>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT json_build_object('id', source_id, 'name', name, 'organization_id', organization_id,
+                    'feed', feed, 'data_elements', data_elements, 'part2', part2,
+                    'last_received_at', to_char(last_received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
+             FROM sources ORDER BY source_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
+}
+
+/// True once the views include every offset of `position`.
+pub async fn includes(pool: &Pool, position: &Position) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let topics: Vec<&str> = position.entries().map(|(t, _, _)| t).collect();
+    let rows = client
+        .query(
+            "SELECT topic, partition, next_offset FROM projection_offsets WHERE topic = ANY($1)",
+            &[&topics],
+        )
+        .await?;
+    let next: HashMap<(String, i32), i64> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+    Ok(position
+        .entries()
+        .all(|(t, p, o)| next.get(&(t.to_string(), p)).is_some_and(|n| *n > o)))
+}
+
+/// The database answers and the projector has created the views.
+pub async fn ping(pool: &Pool) -> bool {
+    let Ok(client) = pool.get().await else { return false };
+    client
+        .query_one("SELECT to_regclass('public.records') IS NOT NULL", &[])
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false)
+}

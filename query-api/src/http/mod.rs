@@ -1,0 +1,37 @@
+//! The query API's HTTP routes (API.md, "Query API"), one file per resource.
+
+mod caller;
+mod error;
+mod health;
+mod patients;
+mod position;
+mod records;
+mod sources;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use deadpool_postgres::Pool;
+use platform::auth::Verifier;
+
+pub use error::ApiError;
+
+use crate::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub verifier: Verifier,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(platform::http::metrics))
+        .route("/v1/patients", get(patients::search))
+        .route("/v1/patients/{id}/records", get(records::records))
+        .route("/v1/sources", get(sources::directory))
+        .with_state(state)
+}
