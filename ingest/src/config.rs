@@ -44,5 +44,6 @@ where
     T::Err: std::fmt::Display,
 {
     let raw = env_or(name, default);
-    raw.parse().map_err(|e: T::Err| ConfigError::Invalid(name, e.to_string()))
+    raw.parse()
+        .map_err(|e: T::Err| ConfigError::Invalid(name, e.to_string()))
 }

@@ -32,7 +32,10 @@ pub async fn run(
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let producer = platform::kafka::producer(&config.kafka_brokers, config.delivery_timeout)?;
     let registry = sources::Registry::default();
-    let follower = tokio::spawn(sources::follow(registry.clone(), config.kafka_brokers.clone()));
+    let follower = tokio::spawn(sources::follow(
+        registry.clone(),
+        config.kafka_brokers.clone(),
+    ));
     let state = http::AppState {
         verifier: Verifier::hs256(config.jwt_secret.expose().as_bytes()),
         config: Arc::new(config),
@@ -46,6 +49,9 @@ pub async fn run(
     follower.abort();
     // Whatever was accepted was already acknowledged; flush anything still in flight.
     use rdkafka::producer::Producer;
-    let _ = state.publisher.producer().flush(std::time::Duration::from_secs(5));
+    let _ = state
+        .publisher
+        .producer()
+        .flush(std::time::Duration::from_secs(5));
     Ok(served?)
 }

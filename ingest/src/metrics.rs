@@ -23,11 +23,15 @@ static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub fn published(source: &str, channel: &str, n: usize) {
-    PUBLISHED.with_label_values(&[source, channel]).inc_by(n as u64);
+    PUBLISHED
+        .with_label_values(&[source, channel])
+        .inc_by(n as u64);
 }
 
 pub fn rejected(source: &str, channel: &str, n: usize) {
     if n > 0 {
-        REJECTED.with_label_values(&[source, channel]).inc_by(n as u64);
+        REJECTED
+            .with_label_values(&[source, channel])
+            .inc_by(n as u64);
     }
 }

@@ -28,7 +28,12 @@ impl Publisher {
     }
 
     /// Publish one event; returns once it is durable, with where it was written.
-    pub async fn publish<E: Event>(&self, topic: &str, key: &str, event: &E) -> Result<Position, PublishError> {
+    pub async fn publish<E: Event>(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &E,
+    ) -> Result<Position, PublishError> {
         let payload = schemas::encode(event)?;
         let record = FutureRecord::to(topic).key(key).payload(&payload);
         let delivery = self
@@ -42,8 +47,13 @@ impl Publisher {
     }
 
     /// Publish many events concurrently; returns once all are durable, or the first failure.
-    pub async fn publish_all<E: Event>(&self, topic: &str, events: &[(String, E)]) -> Result<Position, PublishError> {
-        let positions = try_join_all(events.iter().map(|(key, e)| self.publish(topic, key, e))).await?;
+    pub async fn publish_all<E: Event>(
+        &self,
+        topic: &str,
+        events: &[(String, E)],
+    ) -> Result<Position, PublishError> {
+        let positions =
+            try_join_all(events.iter().map(|(key, e)| self.publish(topic, key, e))).await?;
         let mut all = Position::new();
         positions.iter().for_each(|p| all.merge(p));
         Ok(all)

@@ -19,11 +19,18 @@ pub struct Registry {
 
 impl Registry {
     pub fn get(&self, source_id: &str) -> Option<SourceRegistered> {
-        self.inner.read().expect("registry lock").get(source_id).cloned()
+        self.inner
+            .read()
+            .expect("registry lock")
+            .get(source_id)
+            .cloned()
     }
 
     pub fn apply(&self, event: SourceRegistered) {
-        self.inner.write().expect("registry lock").insert(event.source_id.clone(), event);
+        self.inner
+            .write()
+            .expect("registry lock")
+            .insert(event.source_id.clone(), event);
     }
 
     /// True once the registry holds everything that was on the topic at start.
@@ -40,7 +47,12 @@ impl Registry {
     /// The source whose key this is, whichever it is.
     pub fn by_key(&self, api_key: &str) -> Option<SourceRegistered> {
         let digest = key_digest(api_key);
-        self.inner.read().expect("registry lock").values().find(|s| s.api_key_sha256 == digest).cloned()
+        self.inner
+            .read()
+            .expect("registry lock")
+            .values()
+            .find(|s| s.api_key_sha256 == digest)
+            .cloned()
     }
 }
 
@@ -50,7 +62,11 @@ pub fn key_digest(api_key: &str) -> String {
 
 /// A new source API key: 244 random bits.
 pub fn new_api_key() -> String {
-    format!("hie_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "hie_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// Replay the sources topic from the beginning, then follow it. Runs until the process stops.
@@ -68,7 +84,10 @@ pub async fn follow(registry: Registry, brokers: String) {
 
 async fn follow_once(registry: &Registry, brokers: &str) -> Result<(), rdkafka::error::KafkaError> {
     let consumer: StreamConsumer = platform::kafka::client_config(brokers)
-        .set("group.id", format!("ingest-registry-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("ingest-registry-{}", uuid::Uuid::new_v4()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?;
@@ -84,7 +103,9 @@ async fn follow_once(registry: &Registry, brokers: &str) -> Result<(), rdkafka::
                 if let Some(bytes) = msg.payload() {
                     match schemas::decode::<SourceRegistered>(bytes) {
                         Ok(event) => registry.apply(event),
-                        Err(e) => tracing::error!(offset = msg.offset(), error = %e, "undecodable source event skipped"),
+                        Err(e) => {
+                            tracing::error!(offset = msg.offset(), error = %e, "undecodable source event skipped")
+                        }
                     }
                 }
             }

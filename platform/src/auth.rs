@@ -155,7 +155,8 @@ impl Verifier {
     }
 
     pub fn rs256_pem(public_key_pem: &[u8]) -> Result<Self, AuthError> {
-        let key = DecodingKey::from_rsa_pem(public_key_pem).map_err(|e| AuthError::BadKey(e.to_string()))?;
+        let key = DecodingKey::from_rsa_pem(public_key_pem)
+            .map_err(|e| AuthError::BadKey(e.to_string()))?;
         Ok(Self::with(key, Algorithm::RS256))
     }
 
@@ -168,16 +169,26 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<User, AuthError> {
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|_| AuthError::Invalid)?;
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|_| AuthError::Invalid)?;
         let c = data.claims;
         if c.sub.is_empty() || c.org.is_empty() {
             return Err(AuthError::Invalid);
         }
-        let roles = c.roles.iter().map(|r| r.parse()).collect::<Result<Vec<Role>, _>>()?;
+        let roles = c
+            .roles
+            .iter()
+            .map(|r| r.parse())
+            .collect::<Result<Vec<Role>, _>>()?;
         if roles.is_empty() {
             return Err(AuthError::NoRole);
         }
-        Ok(User { id: c.sub, email: c.email, org: c.org, roles })
+        Ok(User {
+            id: c.sub,
+            email: c.email,
+            org: c.org,
+            roles,
+        })
     }
 
     /// `Authorization: Bearer <token>` → the verified user.
@@ -228,17 +239,32 @@ mod tests {
         let v = Verifier::hs256(b"secret");
         let ok = sign_hs256(&claims(&["physician"], 600), b"secret");
         assert_eq!(v.verify(&ok).unwrap().roles, vec![Role::Physician]);
-        assert_eq!(v.verify(&sign_hs256(&claims(&["physician"], 600), b"other")), Err(AuthError::Invalid));
-        assert_eq!(v.verify(&sign_hs256(&claims(&["physician"], -120), b"secret")), Err(AuthError::Invalid));
-        assert_eq!(v.verify(&sign_hs256(&claims(&["wizard"], 600), b"secret")), Err(AuthError::UnknownRole));
-        assert_eq!(v.verify(&sign_hs256(&claims(&[], 600), b"secret")), Err(AuthError::NoRole));
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(&["physician"], 600), b"other")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(&["physician"], -120), b"secret")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(&["wizard"], 600), b"secret")),
+            Err(AuthError::UnknownRole)
+        );
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(&[], 600), b"secret")),
+            Err(AuthError::NoRole)
+        );
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Missing));
     }
 
     #[test]
     fn break_glass_roles_are_the_six_of_the_domain() {
-        let eligible: Vec<_> = Role::ALL.into_iter().filter(|r| r.may_break_glass()).collect();
+        let eligible: Vec<_> = Role::ALL
+            .into_iter()
+            .filter(|r| r.may_break_glass())
+            .collect();
         assert_eq!(eligible.len(), 6);
         assert!(!Role::Nurse.may_break_glass());
     }

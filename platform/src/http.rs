@@ -30,5 +30,9 @@ pub async fn metrics() -> Response {
     if encoder.encode(&prometheus::gather(), &mut buf).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response()
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        buf,
+    )
+        .into_response()
 }

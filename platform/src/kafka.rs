@@ -5,8 +5,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
-use rdkafka::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
 use schemas::topics::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,10 @@ pub enum KafkaSetupError {
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {code}")]
-    CreateTopic { topic: String, code: RDKafkaErrorCode },
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
 }
 
 pub fn client_config(brokers: &str) -> ClientConfig {
@@ -28,13 +31,19 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// An idempotent producer that waits for every in-sync replica (`acks=all`): a delivery report
 /// means the record is durable. `delivery_timeout` bounds how long a request waits on a broker
 /// that is down before it is told so.
-pub fn producer(brokers: &str, delivery_timeout: Duration) -> Result<FutureProducer, KafkaSetupError> {
+pub fn producer(
+    brokers: &str,
+    delivery_timeout: Duration,
+) -> Result<FutureProducer, KafkaSetupError> {
     let producer = client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("compression.type", "none")
-        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        )
         .create()?;
     Ok(producer)
 }

@@ -7,6 +7,8 @@ CREATE TABLE projection_offsets (
     topic       text        NOT NULL,
     partition   integer     NOT NULL,
     next_offset bigint      NOT NULL,
+    -- Events applied from this partition: equals next_offset when each was applied exactly once.
+    applied     bigint      NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, partition)
 );

@@ -10,23 +10,60 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::topics;
 
 use crate::store::{self, Envelope};
-use crate::Config;
+use crate::{Config, StartError};
 
-pub fn consumer(config: &Config) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+/// A consumer assigned this projector's partitions of every topic, each positioned at the offset
+/// PostgreSQL says comes next. Offsets live with the views, so the consumer is assigned rather than
+/// subscribed: a projector killed anywhere resumes exactly where its last transaction ended, at
+/// once, without waiting for a group rebalance.
+pub async fn consumer(config: &Config, pool: &Pool) -> Result<StreamConsumer, StartError> {
     let consumer: StreamConsumer = platform::kafka::client_config(&config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().to_string(),
+        )
         .create()?;
-    let names: Vec<&str> = topics::ALL.iter().map(|t| t.name).collect();
-    consumer.subscribe(&names)?;
+    let stored = store::offsets(pool).await?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics::ALL {
+        let partitions = partition_count(&consumer, topic.name)?;
+        for partition in (0..partitions).filter(|p| config.owns(*p)) {
+            let offset = match stored.get(&(topic.name.to_string(), partition)) {
+                Some(next) => Offset::Offset(*next),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(topic.name, partition, offset)?;
+        }
+    }
+    tracing::info!(partitions = tpl.count(), "projector assigned");
+    consumer.assign(&tpl)?;
     Ok(consumer)
 }
 
+/// Blocks briefly, once, at start.
+fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, StartError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let count = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if count == 0 {
+        return Err(StartError::NoPartitions(topic.to_string()));
+    }
+    Ok(count as i32)
+}
+
 /// Run until `shutdown` resolves. A batch in flight is finished (committed or rolled back) first.
-pub async fn run(config: Config, pool: Pool, consumer: StreamConsumer, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: Config,
+    pool: Pool,
+    consumer: StreamConsumer,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let first = tokio::select! {
@@ -75,7 +112,11 @@ async fn apply_with_retry(pool: &Pool, batch: &[Envelope]) {
         match store::apply_batch(pool, batch).await {
             Ok(applied) => {
                 crate::metrics::batch(&applied, batch.len(), started.elapsed());
-                tracing::debug!(events = applied.events, skipped = applied.skipped_already_applied, "batch applied");
+                tracing::debug!(
+                    events = applied.events,
+                    skipped = applied.skipped_already_applied,
+                    "batch applied"
+                );
                 return;
             }
             Err(e) => {

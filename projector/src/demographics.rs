@@ -21,7 +21,10 @@ impl Demographics {
                 .find(|n| n.get("use").and_then(Value::as_str) == Some("official"))
                 .or_else(|| n.first())
         });
-        let family = name.and_then(|n| n.get("family")).and_then(Value::as_str).map(str::to_string);
+        let family = name
+            .and_then(|n| n.get("family"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let givens: Vec<&str> = name
             .and_then(|n| n.get("given"))
             .and_then(Value::as_array)
@@ -53,8 +56,14 @@ impl Demographics {
             family,
             given: givens.first().map(|g| g.to_string()),
             display_name,
-            birth_date: patient.get("birthDate").and_then(Value::as_str).map(str::to_string),
-            sex: patient.get("gender").and_then(Value::as_str).map(str::to_string),
+            birth_date: patient
+                .get("birthDate")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            sex: patient
+                .get("gender")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             identifiers,
         }
     }

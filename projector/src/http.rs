@@ -23,6 +23,10 @@ async fn healthz(State(pool): State<Pool>) -> (StatusCode, Json<serde_json::Valu
     .ok()
     .flatten()
     .is_some();
-    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"database": db})))
 }

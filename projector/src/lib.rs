@@ -23,16 +23,22 @@ pub enum StartError {
     Database(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub fn pool(database_url: &str) -> Result<deadpool_postgres::Pool, StartError> {
-    let pg: tokio_postgres::Config = database_url.parse().map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
+    let pg: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
         tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
     );
     deadpool_postgres::Pool::builder(manager)
         .max_size(8)
@@ -49,13 +55,14 @@ pub async fn run(
     let pool = pool(&config.database_url)?;
     store::migrate(&pool).await?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
-    let consumer = consume::consumer(&config)?;
+    let consumer = consume::consumer(&config, &pool).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server = axum::serve(listener, http::router(pool.clone())).with_graceful_shutdown(async move {
-        let _ = http_stop.changed().await;
-    });
+    let server =
+        axum::serve(listener, http::router(pool.clone())).with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        });
     let server = tokio::spawn(async move { server.await });
     tracing::info!("projector running");
     let mut loop_stop = stop_rx;
@@ -71,6 +78,8 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    server.await.map_err(|e| StartError::Database(e.to_string()))??;
+    server
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))??;
     Ok(())
 }

@@ -8,11 +8,18 @@ use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter
 use crate::store::Applied;
 
 static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("hie_projector_events_applied_total", "Events applied to the views").expect("registers once")
+    register_int_counter!(
+        "hie_projector_events_applied_total",
+        "Events applied to the views"
+    )
+    .expect("registers once")
 });
 static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("hie_projector_events_undecodable_total", "Events kept in projection_errors")
-        .expect("registers once")
+    register_int_counter!(
+        "hie_projector_events_undecodable_total",
+        "Events kept in projection_errors"
+    )
+    .expect("registers once")
 });
 static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -23,7 +30,8 @@ static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("registers once")
 });
 static BATCH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register_histogram!("hie_projector_batch_seconds", "Time to apply one batch").expect("registers once")
+    register_histogram!("hie_projector_batch_seconds", "Time to apply one batch")
+        .expect("registers once")
 });
 static FRESHNESS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Pool, Transaction};
-use schemas::{topics, ConsentRecorded, PatientIdentity, RecordReceived, RecordRejected, SourceRegistered};
+use schemas::{
+    topics, ConsentRecorded, PatientIdentity, RecordReceived, RecordRejected, SourceRegistered,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -45,13 +47,32 @@ mod embedded {
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     // Serialize concurrent starts of several projectors.
-    client.execute("SELECT pg_advisory_lock(7311001)", &[]).await?;
+    client
+        .execute("SELECT pg_advisory_lock(7311001)", &[])
+        .await?;
     let result = embedded::migrations::runner()
         .run_async(&mut **client)
         .await
         .map_err(|e| StoreError::Migrate(e.to_string()));
-    client.execute("SELECT pg_advisory_unlock(7311001)", &[]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock(7311001)", &[])
+        .await?;
     result.map(|_| ())
+}
+
+/// The next offset to apply, per topic partition, as last committed.
+pub async fn offsets(pool: &Pool) -> Result<HashMap<(String, i32), i64>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT topic, partition, next_offset FROM projection_offsets",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }
 
 fn at(micros: i64) -> SystemTime {
@@ -68,6 +89,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut applied_per_partition: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for e in batch {
         let key = (e.topic.clone(), e.partition);
         if next.contains_key(&key) {
@@ -86,34 +108,39 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     let mut known_patients: HashSet<PatientIdentity> = HashSet::new();
     let mut last_received: HashMap<String, i64> = HashMap::new();
     for e in batch {
-        let slot = next.get_mut(&(e.topic.clone(), e.partition)).expect("loaded above");
+        let slot = next
+            .get_mut(&(e.topic.clone(), e.partition))
+            .expect("loaded above");
         if e.offset < *slot {
             applied.skipped_already_applied += 1;
             continue;
         }
         *slot = e.offset + 1;
+        *applied_per_partition
+            .entry((e.topic.clone(), e.partition))
+            .or_default() += 1;
         let outcome = match e.topic.as_str() {
             t if t == topics::RECORDS.name => match decoded::<RecordReceived>(&e.payload) {
                 Ok(r) => {
-                    let latest = last_received.entry(r.source_id.clone()).or_insert(r.received_at);
+                    let latest = last_received
+                        .entry(r.source_id.clone())
+                        .or_insert(r.received_at);
                     *latest = (*latest).max(r.received_at);
-                    applied.newest_received_at = applied.newest_received_at.max(Some(r.received_at));
+                    applied.newest_received_at =
+                        applied.newest_received_at.max(Some(r.received_at));
                     apply_record(&tx, &r, &mut known_patients).await
                 }
                 Err(err) => Err(err),
             },
-            t if t == topics::CONSENTS.name => async {
-                Ok(apply_consent(&tx, &decoded(&e.payload)?).await?)
+            t if t == topics::CONSENTS.name => {
+                async { Ok(apply_consent(&tx, &decoded(&e.payload)?).await?) }.await
             }
-            .await,
-            t if t == topics::SOURCES.name => async {
-                Ok(apply_source(&tx, &decoded(&e.payload)?).await?)
+            t if t == topics::SOURCES.name => {
+                async { Ok(apply_source(&tx, &decoded(&e.payload)?).await?) }.await
             }
-            .await,
-            t if t == topics::DEAD_LETTERS.name => async {
-                Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?)
+            t if t == topics::DEAD_LETTERS.name => {
+                async { Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?) }.await
             }
-            .await,
             _ => Ok(()),
         };
         match outcome {
@@ -140,10 +167,15 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
         .await?;
     }
     for ((topic, partition), next_offset) in &next {
+        let applied_here = applied_per_partition
+            .get(&(topic.clone(), *partition))
+            .copied()
+            .unwrap_or(0);
         tx.execute(
-            "INSERT INTO projection_offsets (topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, now())
-             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-            &[topic, partition, next_offset],
+            "INSERT INTO projection_offsets (topic, partition, next_offset, applied, updated_at) VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                 applied = projection_offsets.applied + EXCLUDED.applied, updated_at = now()",
+            &[topic, partition, next_offset, &applied_here],
         )
         .await?;
     }
@@ -220,7 +252,10 @@ async fn apply_record(
     Ok(())
 }
 
-async fn ensure_patient(tx: &Transaction<'_>, identity: &PatientIdentity) -> Result<(), tokio_postgres::Error> {
+async fn ensure_patient(
+    tx: &Transaction<'_>,
+    identity: &PatientIdentity,
+) -> Result<(), tokio_postgres::Error> {
     let id = identity.patient_id();
     tx.execute(
         "INSERT INTO patients (patient_id, assigning_authority, mrn) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -263,7 +298,10 @@ async fn update_demographics(
     Ok(())
 }
 
-async fn apply_consent(tx: &Transaction<'_>, c: &ConsentRecorded) -> Result<(), tokio_postgres::Error> {
+async fn apply_consent(
+    tx: &Transaction<'_>,
+    c: &ConsentRecorded,
+) -> Result<(), tokio_postgres::Error> {
     // Events of one patient share a partition, so the last one applied is the latest decision.
     tx.execute(
         "INSERT INTO consents (patient_id, organization_id, decision, effective_at, expires_at, part2, method,
@@ -290,7 +328,10 @@ async fn apply_consent(tx: &Transaction<'_>, c: &ConsentRecorded) -> Result<(), 
     Ok(())
 }
 
-async fn apply_source(tx: &Transaction<'_>, s: &SourceRegistered) -> Result<(), tokio_postgres::Error> {
+async fn apply_source(
+    tx: &Transaction<'_>,
+    s: &SourceRegistered,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO sources (source_id, name, organization_id, feed, assigning_authority, data_elements, part2, registered_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -313,7 +354,10 @@ async fn apply_source(tx: &Transaction<'_>, s: &SourceRegistered) -> Result<(), 
     Ok(())
 }
 
-async fn apply_dead_letter(tx: &Transaction<'_>, d: &RecordRejected) -> Result<(), tokio_postgres::Error> {
+async fn apply_dead_letter(
+    tx: &Transaction<'_>,
+    d: &RecordRejected,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO dead_letters (event_id, rejected_at, source_id, channel, message_id, item_index, reason, payload)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",

@@ -54,16 +54,22 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let jwt = match (std::env::var("HIE_JWT_PUBLIC_KEY_FILE"), std::env::var("HIE_JWT_SECRET")) {
+        let jwt = match (
+            std::env::var("HIE_JWT_PUBLIC_KEY_FILE"),
+            std::env::var("HIE_JWT_SECRET"),
+        ) {
             (Ok(path), _) if !path.is_empty() => JwtKey::Rs256PublicKeyPem(
-                std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", e.to_string()))?,
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", e.to_string()))?,
             ),
             (_, Ok(secret)) if !secret.is_empty() => JwtKey::Hs256(Secret::new(secret)),
             _ => return Err(ConfigError::NoJwtKey),
         };
         let http_addr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080");
         Ok(Config {
-            http_addr: http_addr.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid("QUERY_HTTP_ADDR", e.to_string()))?,
+            http_addr: http_addr.parse().map_err(|e: std::net::AddrParseError| {
+                ConfigError::Invalid("QUERY_HTTP_ADDR", e.to_string())
+            })?,
             database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
             jwt,
             min_position_timeout: Duration::from_secs(5),

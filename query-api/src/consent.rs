@@ -52,21 +52,31 @@ impl ConsentRow {
         if self.effective_at.is_some_and(|t| t > now) || self.expires_at.is_some_and(|t| t <= now) {
             return None;
         }
-        Some(InForce { decision, covers_part2: self.part2 })
+        Some(InForce {
+            decision,
+            covers_part2: self.part2,
+        })
     }
 }
 
 /// An organization-specific decision beats an all-participants (`*`) one; a specific row that
 /// is revoked, expired or not yet effective leaves the `*` decision to apply.
 pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<InForce> {
-    let pick = |o: &str| rows.iter().find(|r| r.organization_id == o).and_then(|r| r.in_force(now));
+    let pick = |o: &str| {
+        rows.iter()
+            .find(|r| r.organization_id == o)
+            .and_then(|r| r.in_force(now))
+    };
     pick(org).or_else(|| pick("*"))
 }
 
 /// Break-the-Glass is possible without a decision and under `deny_except_emergency`; never
 /// under `deny` or when consent already grants access.
 pub fn break_glass_possible(in_force: Option<InForce>) -> bool {
-    matches!(in_force.map(|f| f.decision), None | Some(Decision::DenyExceptEmergency))
+    matches!(
+        in_force.map(|f| f.decision),
+        None | Some(Decision::DenyExceptEmergency)
+    )
 }
 
 #[cfg(test)]
@@ -75,15 +85,27 @@ mod tests {
     use std::time::Duration;
 
     fn row(org: &str, decision: &str) -> ConsentRow {
-        ConsentRow { organization_id: org.into(), decision: decision.into(), effective_at: None, expires_at: None, part2: false }
+        ConsentRow {
+            organization_id: org.into(),
+            decision: decision.into(),
+            effective_at: None,
+            expires_at: None,
+            part2: false,
+        }
     }
 
     #[test]
     fn specific_beats_all_participants() {
         let now = SystemTime::now();
         let rows = vec![row("*", "grant"), row("org-a", "deny")];
-        assert_eq!(decision_for(&rows, "org-a", now).unwrap().decision, Decision::Deny);
-        assert_eq!(decision_for(&rows, "org-b", now).unwrap().decision, Decision::Grant);
+        assert_eq!(
+            decision_for(&rows, "org-a", now).unwrap().decision,
+            Decision::Deny
+        );
+        assert_eq!(
+            decision_for(&rows, "org-b", now).unwrap().decision,
+            Decision::Grant
+        );
     }
 
     #[test]
@@ -94,16 +116,30 @@ mod tests {
         expired.expires_at = Some(now - hour);
         let mut future = row("org-b", "grant");
         future.effective_at = Some(now + hour);
-        let rows = vec![expired, future, row("org-c", "revoke"), row("*", "deny_except_emergency")];
+        let rows = vec![
+            expired,
+            future,
+            row("org-c", "revoke"),
+            row("*", "deny_except_emergency"),
+        ];
         for org in ["org-a", "org-b", "org-c"] {
-            assert_eq!(decision_for(&rows, org, now).unwrap().decision, Decision::DenyExceptEmergency, "{org}");
+            assert_eq!(
+                decision_for(&rows, org, now).unwrap().decision,
+                Decision::DenyExceptEmergency,
+                "{org}"
+            );
         }
         assert_eq!(decision_for(&[row("org-c", "revoke")], "org-c", now), None);
     }
 
     #[test]
     fn break_glass_never_under_deny() {
-        let f = |d| Some(InForce { decision: d, covers_part2: false });
+        let f = |d| {
+            Some(InForce {
+                decision: d,
+                covers_part2: false,
+            })
+        };
         assert!(break_glass_possible(None));
         assert!(break_glass_possible(f(Decision::DenyExceptEmergency)));
         assert!(!break_glass_possible(f(Decision::Deny)));

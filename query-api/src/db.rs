@@ -36,11 +36,19 @@ pub struct PatientRow {
 
 /// `LIKE` prefix pattern for user input, with its wildcards escaped.
 fn prefix_pattern(s: &str) -> String {
-    let escaped = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = s
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("{escaped}%")
 }
 
-pub async fn search_patients(pool: &Pool, q: &PatientSearch, limit: i64) -> Result<Vec<PatientRow>, DbError> {
+pub async fn search_patients(
+    pool: &Pool,
+    q: &PatientSearch,
+    limit: i64,
+) -> Result<Vec<PatientRow>, DbError> {
     let client = pool.get().await?;
     let family = q.family.as_deref().map(prefix_pattern);
     let given = q.given.as_deref().map(prefix_pattern);
@@ -52,7 +60,9 @@ pub async fn search_patients(pool: &Pool, q: &PatientSearch, limit: i64) -> Resu
         .query(
             "SELECT p.patient_id, p.display_name, p.birth_date, p.sex,
                     COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value) ORDER BY i.system)
-                              FROM patient_identifiers i WHERE i.patient_id = p.patient_id), '[]'::json)
+                              FROM patient_identifiers i
+                              -- Searchable, but a Social Security number is not shown.
+                              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)
              FROM patients p
              WHERE ($1::text IS NULL OR lower(p.family) LIKE $1)
                AND ($2::text IS NULL OR lower(p.given) LIKE $2)
@@ -79,11 +89,18 @@ pub async fn search_patients(pool: &Pool, q: &PatientSearch, limit: i64) -> Resu
 
 pub async fn patient_exists(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
     let client = pool.get().await?;
-    Ok(client.query_opt("SELECT 1 FROM patients WHERE patient_id = $1", &[&id]).await?.is_some())
+    Ok(client
+        .query_opt("SELECT 1 FROM patients WHERE patient_id = $1", &[&id])
+        .await?
+        .is_some())
 }
 
 /// The consent rows that can apply to `org`'s users, for each patient.
-pub async fn consents(pool: &Pool, patients: &[Uuid], org: &str) -> Result<HashMap<Uuid, Vec<ConsentRow>>, DbError> {
+pub async fn consents(
+    pool: &Pool,
+    patients: &[Uuid],
+    org: &str,
+) -> Result<HashMap<Uuid, Vec<ConsentRow>>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -148,7 +165,10 @@ pub async fn includes(pool: &Pool, position: &Position) -> Result<bool, DbError>
             &[&topics],
         )
         .await?;
-    let next: HashMap<(String, i32), i64> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+    let next: HashMap<(String, i32), i64> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
     Ok(position
         .entries()
         .all(|(t, p, o)| next.get(&(t.to_string(), p)).is_some_and(|n| *n > o)))
@@ -156,7 +176,9 @@ pub async fn includes(pool: &Pool, position: &Position) -> Result<bool, DbError>
 
 /// The database answers and the projector has created the views.
 pub async fn ping(pool: &Pool) -> bool {
-    let Ok(client) = pool.get().await else { return false };
+    let Ok(client) = pool.get().await else {
+        return false;
+    };
     client
         .query_one("SELECT to_regclass('public.records') IS NOT NULL", &[])
         .await

@@ -34,14 +34,22 @@ pub async fn run(
     let manager = deadpool_postgres::Manager::from_config(
         pg,
         tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
     );
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(16)
         .build()
         .map_err(|e| StartError::Database(e.to_string()))?;
-    let state = http::AppState { verifier: config.jwt.verifier()?, config: Arc::new(config), pool };
+    let state = http::AppState {
+        verifier: config.jwt.verifier()?,
+        config: Arc::new(config),
+        pool,
+    };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

@@ -94,7 +94,9 @@ fn write_schema(schema: &Value, ns: Option<&str>, seen: &mut Vec<String>, out: &
                     match ty {
                         "enum" => {
                             out.push_str(",\"symbols\":");
-                            out.push_str(&map.get("symbols").cloned().unwrap_or_default().to_string());
+                            out.push_str(
+                                &map.get("symbols").cloned().unwrap_or_default().to_string(),
+                            );
                         }
                         "fixed" => {
                             let size = map.get("size").and_then(Value::as_u64).unwrap_or(0);
@@ -144,7 +146,10 @@ mod tests {
     // Expected values computed with fastavro 1.x (`to_parsing_canonical_form`, `fingerprint`),
     // an implementation independent of this one; the hex is of the little-endian bytes.
     fn le_hex(fp: u64) -> String {
-        fp.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        fp.to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[test]

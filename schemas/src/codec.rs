@@ -1,7 +1,6 @@
 //! Avro single-object encoding: `C3 01`, the writer schema's CRC-64-AVRO fingerprint (8 bytes,
 //! little-endian), then the Avro binary body.
 
-
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
@@ -132,4 +131,3 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
         (SourceRegistered::NAME, SourceRegistered::schemas()),
     ]
 }
-

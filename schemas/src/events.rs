@@ -23,7 +23,8 @@ impl PatientIdentity {
     }
 }
 
-const PATIENT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2f3e_93a4_4c55_8a0e_5c1b_9d2f_7a10);
+const PATIENT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f1c_2f3e_93a4_4c55_8a0e_5c1b_9d2f_7a10);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordReceived {
@@ -46,7 +47,10 @@ impl RecordReceived {
     pub fn key(&self) -> String {
         match &self.patient {
             Some(p) => p.key(),
-            None => format!("{}|{}/{}", self.source_id, self.resource_type, self.resource_id),
+            None => format!(
+                "{}|{}/{}",
+                self.source_id, self.resource_type, self.resource_id
+            ),
         }
     }
 }
@@ -81,7 +85,9 @@ avro_event!(RecordRejected, "record_rejected", ["v1"]);
 
 impl RecordRejected {
     pub fn key(&self) -> String {
-        self.source_id.clone().unwrap_or_else(|| self.channel.clone())
+        self.source_id
+            .clone()
+            .unwrap_or_else(|| self.channel.clone())
     }
 }
 

@@ -22,7 +22,10 @@ impl Position {
 
     /// Record that `offset` was written; keeps the highest offset per partition.
     pub fn include(&mut self, topic: &str, partition: i32, offset: i64) {
-        let slot = self.0.entry((topic.to_string(), partition)).or_insert(offset);
+        let slot = self
+            .0
+            .entry((topic.to_string(), partition))
+            .or_insert(offset);
         *slot = (*slot).max(offset);
     }
 
@@ -41,19 +44,30 @@ impl Position {
     }
 
     pub fn encode(&self) -> String {
-        let plain: Vec<String> = self.entries().map(|(t, p, o)| format!("{t}:{p}:{o}")).collect();
+        let plain: Vec<String> = self
+            .entries()
+            .map(|(t, p, o)| format!("{t}:{p}:{o}"))
+            .collect();
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(plain.join(",")))
     }
 
     pub fn decode(token: &str) -> Result<Self, BadPosition> {
         let body = token.strip_prefix(PREFIX).ok_or(BadPosition)?;
-        let bytes = URL_SAFE_NO_PAD.decode(body.trim()).map_err(|_| BadPosition)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body.trim())
+            .map_err(|_| BadPosition)?;
         let plain = String::from_utf8(bytes).map_err(|_| BadPosition)?;
         let mut pos = Position::new();
         for item in plain.split(',').filter(|s| !s.is_empty()) {
             let mut parts = item.rsplitn(3, ':');
-            let offset = parts.next().and_then(|s| s.parse().ok()).ok_or(BadPosition)?;
-            let partition = parts.next().and_then(|s| s.parse().ok()).ok_or(BadPosition)?;
+            let offset = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or(BadPosition)?;
+            let partition = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or(BadPosition)?;
             let topic = parts.next().filter(|t| !t.is_empty()).ok_or(BadPosition)?;
             if offset < 0 || partition < 0 {
                 return Err(BadPosition);

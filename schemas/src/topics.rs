@@ -6,12 +6,24 @@ pub struct TopicSpec {
 }
 
 /// Normalized records, keyed by patient (`PatientIdentity::key`).
-pub const RECORDS: TopicSpec = TopicSpec { name: "hie.records", partitions: 3 };
+pub const RECORDS: TopicSpec = TopicSpec {
+    name: "hie.records",
+    partitions: 3,
+};
 /// Consent decisions, keyed by patient.
-pub const CONSENTS: TopicSpec = TopicSpec { name: "hie.consents", partitions: 3 };
+pub const CONSENTS: TopicSpec = TopicSpec {
+    name: "hie.consents",
+    partitions: 3,
+};
 /// Source registrations, keyed by source id.
-pub const SOURCES: TopicSpec = TopicSpec { name: "hie.sources", partitions: 1 };
+pub const SOURCES: TopicSpec = TopicSpec {
+    name: "hie.sources",
+    partitions: 1,
+};
 /// Dead letters: every rejected input, keyed by source id.
-pub const DEAD_LETTERS: TopicSpec = TopicSpec { name: "hie.deadletter", partitions: 1 };
+pub const DEAD_LETTERS: TopicSpec = TopicSpec {
+    name: "hie.deadletter",
+    partitions: 1,
+};
 
 pub const ALL: [&TopicSpec; 4] = [&RECORDS, &CONSENTS, &SOURCES, &DEAD_LETTERS];

@@ -38,7 +38,10 @@ fn events_round_trip() {
         channel: "fhir_bundle".into(),
         received_at: 1_700_000_000_000_000,
         message_id: "m1".into(),
-        patient: Some(PatientIdentity { assigning_authority: "urn:aa".into(), mrn: "42".into() }),
+        patient: Some(PatientIdentity {
+            assigning_authority: "urn:aa".into(),
+            mrn: "42".into(),
+        }),
         resource_type: "Observation".into(),
         resource_id: "o-1".into(),
         version: 1_700_000_000_000_001,
@@ -49,13 +52,22 @@ fn events_round_trip() {
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(decode::<RecordReceived>(&bytes).unwrap(), record);
 
-    let no_patient = RecordReceived { patient: None, ..record };
-    assert_eq!(decode::<RecordReceived>(&encode(&no_patient).unwrap()).unwrap(), no_patient);
+    let no_patient = RecordReceived {
+        patient: None,
+        ..record
+    };
+    assert_eq!(
+        decode::<RecordReceived>(&encode(&no_patient).unwrap()).unwrap(),
+        no_patient
+    );
 
     let consent = ConsentRecorded {
         event_id: "e2".into(),
         recorded_at: 5,
-        patient: PatientIdentity { assigning_authority: "a".into(), mrn: "m".into() },
+        patient: PatientIdentity {
+            assigning_authority: "a".into(),
+            mrn: "m".into(),
+        },
         organization_id: "*".into(),
         decision: "grant".into(),
         effective_at: None,
@@ -64,7 +76,10 @@ fn events_round_trip() {
         part2: false,
         recorded_by: "user:u".into(),
     };
-    assert_eq!(decode::<ConsentRecorded>(&encode(&consent).unwrap()).unwrap(), consent);
+    assert_eq!(
+        decode::<ConsentRecorded>(&encode(&consent).unwrap()).unwrap(),
+        consent
+    );
 }
 
 #[test]

@@ -1,1 +1,62 @@
+//! The integration-test harness: a real Tansu broker on a free port, a fresh PostgreSQL database,
+//! and the three services on random ports, spoken to only over their public APIs.
 
+mod app;
+mod broker;
+mod database;
+
+pub use app::{urlencode, Services, TestApp};
+pub use broker::Broker;
+pub use database::TestDb;
+
+/// The Synthea bundles shipped beside the repository (`../shared/data/synthea`).
+pub fn synthea_dir() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = here.join("../../shared/data/synthea");
+    assert!(
+        dir.is_dir(),
+        "Synthea sample data not found at {}",
+        dir.display()
+    );
+    dir
+}
+
+/// Every Synthea patient bundle (not the shared Organization/Practitioner files).
+pub fn synthea_patient_bundles() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(synthea_dir())
+        .expect("synthea dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.ends_with(".json")
+                && !name.starts_with("hospital")
+                && !name.starts_with("practitioner")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A built binary of the workspace (`tests/run` builds them before the tests).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (tests/run does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -44,18 +44,49 @@ pub struct Normalized {
 
 /// Resource types whose records belong to a patient: they must reference one.
 const PATIENT_SCOPED: &[&str] = &[
-    "AllergyIntolerance", "CarePlan", "CareTeam", "Claim", "ClinicalImpression", "Composition",
-    "Condition", "Coverage", "DetectedIssue", "DiagnosticReport", "DocumentReference", "Encounter",
-    "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal", "ImagingStudy",
-    "Immunization", "MedicationAdministration", "MedicationDispense", "MedicationRequest",
-    "MedicationStatement", "NutritionOrder", "Observation", "Procedure", "QuestionnaireResponse",
-    "RiskAssessment", "ServiceRequest", "Specimen",
+    "AllergyIntolerance",
+    "CarePlan",
+    "CareTeam",
+    "Claim",
+    "ClinicalImpression",
+    "Composition",
+    "Condition",
+    "Coverage",
+    "DetectedIssue",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "EpisodeOfCare",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "ImagingStudy",
+    "Immunization",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "NutritionOrder",
+    "Observation",
+    "Procedure",
+    "QuestionnaireResponse",
+    "RiskAssessment",
+    "ServiceRequest",
+    "Specimen",
 ];
 
 /// Resource types accepted without a patient: shared reference data.
 const SHARED: &[&str] = &[
-    "Organization", "Practitioner", "PractitionerRole", "Location", "Medication", "Device",
-    "Substance", "HealthcareService", "Endpoint",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "Medication",
+    "Device",
+    "Substance",
+    "HealthcareService",
+    "Endpoint",
 ];
 
 /// Elements FHIR R4 requires (cardinality 1..) on the types the HIE handles most.
@@ -71,8 +102,27 @@ fn required_elements(resource_type: &str) -> &'static [&'static str] {
         "AllergyIntolerance" => &["patient"],
         "Immunization" => &["status", "vaccineCode", "patient"],
         "DocumentReference" => &["status", "content"],
-        "Claim" => &["status", "type", "use", "patient", "created", "provider", "priority", "insurance"],
-        "ExplanationOfBenefit" => &["status", "type", "use", "patient", "created", "insurer", "provider", "outcome", "insurance"],
+        "Claim" => &[
+            "status",
+            "type",
+            "use",
+            "patient",
+            "created",
+            "provider",
+            "priority",
+            "insurance",
+        ],
+        "ExplanationOfBenefit" => &[
+            "status",
+            "type",
+            "use",
+            "patient",
+            "created",
+            "insurer",
+            "provider",
+            "outcome",
+            "insurance",
+        ],
         _ => &[],
     }
 }
@@ -81,7 +131,9 @@ fn required_elements(resource_type: &str) -> &'static [&'static str] {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn same_authority(a: &str, b: &str) -> bool {
@@ -95,26 +147,99 @@ fn is_resource_type(t: &str) -> bool {
 
 /// The rest of FHIR R4's resource types, accepted as they come.
 const OTHER_TYPES: &[&str] = &[
-    "Account", "ActivityDefinition", "AdverseEvent", "Appointment", "AppointmentResponse",
-    "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct", "BodyStructure",
-    "CapabilityStatement", "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "ClaimResponse",
-    "CodeSystem", "Communication", "CommunicationRequest", "CompartmentDefinition", "ConceptMap",
-    "Consent", "Contract", "CoverageEligibilityRequest", "CoverageEligibilityResponse",
-    "DeviceDefinition", "DeviceMetric", "DeviceRequest", "DeviceUseStatement", "DocumentManifest",
-    "EffectEvidenceSynthesis", "EnrollmentRequest", "EnrollmentResponse", "EventDefinition",
-    "Evidence", "EvidenceVariable", "ExampleScenario", "GraphDefinition", "Group",
-    "GuidanceResponse", "ImagingStudy", "ImmunizationEvaluation", "ImmunizationRecommendation",
-    "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List", "Measure",
-    "MeasureReport", "Media", "MedicationKnowledge", "MessageDefinition", "MessageHeader",
-    "MolecularSequence", "NamingSystem", "ObservationDefinition", "OperationDefinition",
-    "OperationOutcome", "Person", "PlanDefinition", "Provenance", "Questionnaire",
-    "RelatedPerson", "RequestGroup", "ResearchDefinition", "ResearchElementDefinition",
-    "ResearchStudy", "ResearchSubject", "Schedule", "SearchParameter", "Slot",
-    "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription",
-    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation",
-    "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task",
-    "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult",
-    "VisionPrescription", "MedicinalProduct", "Parameters",
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "CapabilityStatement",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "ClaimResponse",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "ConceptMap",
+    "Consent",
+    "Contract",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DocumentManifest",
+    "EffectEvidenceSynthesis",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "ImagingStudy",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "MedicationKnowledge",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Person",
+    "PlanDefinition",
+    "Provenance",
+    "Questionnaire",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "Schedule",
+    "SearchParameter",
+    "Slot",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+    "MedicinalProduct",
+    "Parameters",
 ];
 
 struct Candidate {
@@ -135,7 +260,11 @@ pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
     let mut patients: HashMap<String, PatientIdentity> = HashMap::new();
 
     for entry in entries {
-        let reject = |error: String| Rejection { index: entry.index, error, raw: entry.raw.clone() };
+        let reject = |error: String| Rejection {
+            index: entry.index,
+            error,
+            raw: entry.raw.clone(),
+        };
         let resource = match entry.resource {
             Ok(r) => r,
             Err(e) => {
@@ -164,7 +293,13 @@ pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
                         }
                     }
                 }
-                candidates.push(Candidate { index: entry.index, resource_type, resource_id, resource, raw: entry.raw });
+                candidates.push(Candidate {
+                    index: entry.index,
+                    resource_type,
+                    resource_id,
+                    resource,
+                    raw: entry.raw,
+                });
             }
             Err(e) => out.rejections.push(reject(e)),
         }
@@ -179,7 +314,11 @@ pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
                 last_updated,
                 resource: c.resource,
             }),
-            Err(error) => out.rejections.push(Rejection { index: c.index, error, raw: c.raw }),
+            Err(error) => out.rejections.push(Rejection {
+                index: c.index,
+                error,
+                raw: c.raw,
+            }),
         }
     }
     out.rejections.sort_by_key(|r| r.index);
@@ -188,7 +327,11 @@ pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
 
 /// The resource's type and id. A resource without an id takes its `urn:uuid:` full URL's, else
 /// one derived from its content, so that the same resource sent twice is the same record.
-fn identify(resource: &Value, full_url: Option<&str>, ctx: &SourceContext) -> Result<(String, String), String> {
+fn identify(
+    resource: &Value,
+    full_url: Option<&str>,
+    ctx: &SourceContext,
+) -> Result<(String, String), String> {
     let resource_type = match resource.get("resourceType") {
         Some(Value::String(t)) if is_resource_type(t) => t.clone(),
         Some(Value::String(_)) => return Err("resourceType is not a FHIR R4 resource type".into()),
@@ -213,10 +356,17 @@ fn patient_identity(patient: &Value, ctx: &SourceContext) -> Option<PatientIdent
         .get("identifier")?
         .as_array()?
         .iter()
-        .find(|i| i.get("system").and_then(Value::as_str).is_some_and(|s| same_authority(s, &ctx.assigning_authority)))
+        .find(|i| {
+            i.get("system")
+                .and_then(Value::as_str)
+                .is_some_and(|s| same_authority(s, &ctx.assigning_authority))
+        })
         .and_then(|i| i.get("value").and_then(Value::as_str))
         .filter(|v| !v.trim().is_empty())
-        .map(|mrn| PatientIdentity { assigning_authority: ctx.assigning_authority.clone(), mrn: mrn.trim().to_string() })
+        .map(|mrn| PatientIdentity {
+            assigning_authority: ctx.assigning_authority.clone(),
+            mrn: mrn.trim().to_string(),
+        })
 }
 
 fn finish(
@@ -228,7 +378,13 @@ fn finish(
     let t = c.resource_type.as_str();
     for field in required_elements(t) {
         let present = c.resource.get(*field).is_some_and(|v| !v.is_null())
-            || c.resource.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with(field) && k.len() > field.len() && k[field.len()..].starts_with(char::is_uppercase)));
+            || c.resource.as_object().is_some_and(|o| {
+                o.keys().any(|k| {
+                    k.starts_with(field)
+                        && k.len() > field.len()
+                        && k[field.len()..].starts_with(char::is_uppercase)
+                })
+            });
         if !present {
             return Err(format!("{t}.{field} is required"));
         }
@@ -266,9 +422,12 @@ fn finish(
 
     // Provenance, in the element FHIR has for it, unless the source already set one.
     if let Some(obj) = c.resource.as_object_mut() {
-        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
         if let Some(meta) = meta.as_object_mut() {
-            meta.entry("source").or_insert_with(|| Value::String(format!("urn:hie:source:{}", ctx.source_id)));
+            meta.entry("source")
+                .or_insert_with(|| Value::String(format!("urn:hie:source:{}", ctx.source_id)));
         }
     }
     Ok((patient, last_updated))
@@ -298,7 +457,9 @@ fn rewrite_references(value: &mut Value, targets: &HashMap<String, String>) {
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, targets)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| rewrite_references(v, targets)),
         _ => {}
     }
 }
@@ -309,7 +470,10 @@ mod tests {
     use crate::fhir::parse::{parse_bundle, parse_ndjson};
 
     fn ctx() -> SourceContext {
-        SourceContext { source_id: "src".into(), assigning_authority: "urn:oid:1.2.3".into() }
+        SourceContext {
+            source_id: "src".into(),
+            assigning_authority: "urn:oid:1.2.3".into(),
+        }
     }
 
     #[test]
@@ -328,7 +492,10 @@ mod tests {
         assert_eq!(obs.resource_id, "o1");
         assert_eq!(obs.resource["subject"]["reference"], "Patient/p1");
         assert_eq!(obs.patient.as_ref().unwrap().mrn, "MRN9");
-        assert_eq!(obs.patient.as_ref().unwrap().assigning_authority, "urn:oid:1.2.3");
+        assert_eq!(
+            obs.patient.as_ref().unwrap().assigning_authority,
+            "urn:oid:1.2.3"
+        );
         assert!(n.records[2].patient.is_none());
         let rejected: Vec<_> = n.rejections.iter().map(|r| r.index).collect();
         assert_eq!(rejected, vec![2, 3, 5]);

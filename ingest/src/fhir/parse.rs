@@ -42,7 +42,8 @@ pub enum ParseError {
 }
 
 pub fn parse_bundle(body: &[u8]) -> Result<Parsed, ParseError> {
-    let mut bundle: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(json_error(&e)))?;
+    let mut bundle: Value =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(json_error(&e)))?;
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ParseError::NotABundle);
     }
@@ -64,16 +65,28 @@ pub fn parse_bundle(body: &[u8]) -> Result<Parsed, ParseError> {
         .enumerate()
         .map(|(index, mut entry)| {
             let raw = entry.to_string();
-            let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+            let full_url = entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let resource = match entry.get_mut("resource").map(Value::take) {
                 Some(r @ Value::Object(_)) => Ok(r),
                 Some(_) => Err("entry.resource is not a JSON object".to_string()),
                 None => Err("entry has no resource".to_string()),
             };
-            Entry { index, full_url, resource, raw }
+            Entry {
+                index,
+                full_url,
+                resource,
+                raw,
+            }
         })
         .collect();
-    Ok(Parsed { kind, message_id, entries })
+    Ok(Parsed {
+        kind,
+        message_id,
+        entries,
+    })
 }
 
 /// FHIR Bulk Data NDJSON: one resource per line. A line that is not JSON is that line's
@@ -90,15 +103,29 @@ pub fn parse_ndjson(body: &[u8]) -> Result<Parsed, ParseError> {
                 Ok(_) => Err("line is not a JSON object".to_string()),
                 Err(e) => Err(format!("line is not valid JSON: {}", json_error(&e))),
             };
-            Entry { index, full_url: None, resource, raw: line.to_string() }
+            Entry {
+                index,
+                full_url: None,
+                resource,
+                raw: line.to_string(),
+            }
         })
         .collect();
-    Ok(Parsed { kind: BundleKind::Ndjson, message_id: None, entries })
+    Ok(Parsed {
+        kind: BundleKind::Ndjson,
+        message_id: None,
+        entries,
+    })
 }
 
 /// serde_json's message names the position, never the content: safe to return.
 fn json_error(e: &serde_json::Error) -> String {
-    format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 #[cfg(test)]
@@ -108,7 +135,10 @@ mod tests {
     #[test]
     fn bundle_shapes() {
         assert!(matches!(parse_bundle(b"{"), Err(ParseError::Json(_))));
-        assert_eq!(parse_bundle(br#"{"resourceType":"Patient"}"#).unwrap_err(), ParseError::NotABundle);
+        assert_eq!(
+            parse_bundle(br#"{"resourceType":"Patient"}"#).unwrap_err(),
+            ParseError::NotABundle
+        );
         assert!(matches!(
             parse_bundle(br#"{"resourceType":"Bundle","type":"searchset"}"#),
             Err(ParseError::BundleType(_))
@@ -122,7 +152,11 @@ mod tests {
     #[test]
     fn ndjson_bad_line_is_only_that_line() {
         let p = parse_ndjson(b"{\"resourceType\":\"Patient\"}\n\nnot json\n[1]\n").unwrap();
-        let idx: Vec<_> = p.entries.iter().map(|e| (e.index, e.resource.is_ok())).collect();
+        let idx: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| (e.index, e.resource.is_ok()))
+            .collect();
         assert_eq!(idx, vec![(0, true), (2, false), (3, false)]);
     }
 }

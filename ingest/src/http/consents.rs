@@ -74,7 +74,12 @@ fn instant(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
         .map(|s| {
             OffsetDateTime::parse(s, &Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-                .map_err(|_| ApiError::BadRequest("invalid_body", format!("{field} must be an RFC 3339 instant")))
+                .map_err(|_| {
+                    ApiError::BadRequest(
+                        "invalid_body",
+                        format!("{field} must be an RFC 3339 instant"),
+                    )
+                })
         })
         .transpose()
 }
@@ -85,10 +90,17 @@ pub async fn post_consent(
     body: Result<Json<ConsentRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     // A source records consent with its API key, a user with a token.
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let bearer = platform::auth::bearer(auth).ok_or(ApiError::Unauthorized("missing credentials"))?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let bearer =
+        platform::auth::bearer(auth).ok_or(ApiError::Unauthorized("missing credentials"))?;
     let (recorded_by, caller_org, is_admin) = match state.registry.by_key(bearer) {
-        Some(source) => (format!("source:{}", source.source_id), source.organization_id, false),
+        Some(source) => (
+            format!("source:{}", source.source_id),
+            source.organization_id,
+            false,
+        ),
         None => {
             let u = user(&state, &headers)?;
             (format!("user:{}", u.id), u.org.clone(), u.has(Role::Admin))
@@ -97,7 +109,10 @@ pub async fn post_consent(
     let Json(req) = body.map_err(ApiError::from_json)?;
     let org = req.organization_id.trim().to_string();
     if org.is_empty() {
-        return Err(ApiError::BadRequest("invalid_body", "organization_id must not be empty".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_body",
+            "organization_id must not be empty".into(),
+        ));
     }
     // Consent for one organization is that organization's to record; `*` (all participants)
     // comes from the HIE's own form, which any participant may collect.
@@ -108,13 +123,19 @@ pub async fn post_consent(
         ));
     }
     if req.patient.assigning_authority.trim().is_empty() || req.patient.mrn.trim().is_empty() {
-        return Err(ApiError::BadRequest("invalid_body", "patient.assigning_authority and patient.mrn are required".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_body",
+            "patient.assigning_authority and patient.mrn are required".into(),
+        ));
     }
     let effective_at = instant("effective_at", req.effective_at.as_deref())?;
     let expires_at = instant("expires_at", req.expires_at.as_deref())?;
     if let (Some(from), Some(to)) = (effective_at, expires_at) {
         if to <= from {
-            return Err(ApiError::BadRequest("invalid_body", "expires_at must be after effective_at".into()));
+            return Err(ApiError::BadRequest(
+                "invalid_body",
+                "expires_at must be after effective_at".into(),
+            ));
         }
     }
     let event = ConsentRecorded {
@@ -137,5 +158,8 @@ pub async fn post_consent(
         .publish(topics::CONSENTS.name, &event.patient.key(), &event)
         .await?;
     tracing::info!(decision = %event.decision, organization = %event.organization_id, "consent recorded");
-    Ok((StatusCode::ACCEPTED, Json(json!({"position": position.encode()}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"position": position.encode()})),
+    ))
 }

@@ -38,7 +38,9 @@ impl ApiError {
     pub fn from_json(rejection: JsonRejection) -> Self {
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(0),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType("send application/json".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError::UnsupportedMediaType("send application/json".into())
+            }
             // serde's message names the field and the position, never a value from the body.
             _ => ApiError::BadRequest("invalid_body", rejection.body_text()),
         }
@@ -49,13 +51,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            ApiError::Unauthorized(_) => error_body(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            ApiError::Unauthorized(_) => {
+                error_body(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
             ApiError::Forbidden(code, _) => error_body(StatusCode::FORBIDDEN, code, message),
             ApiError::BadRequest(code, _) => error_body(StatusCode::BAD_REQUEST, code, message),
-            ApiError::UnsupportedMediaType(_) => {
-                error_body(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+            ApiError::UnsupportedMediaType(_) => error_body(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
+            ApiError::TooLarge(_) => {
+                error_body(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
             }
-            ApiError::TooLarge(_) => error_body(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message),
             ApiError::TransactionRejected(rejected) => {
                 let mut extra = serde_json::Map::new();
                 extra.insert("rejected".into(), rejected);
@@ -69,9 +77,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(e) => {
                 tracing::error!(error = %e, "publish failed");
-                error_body(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", message)
+                error_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    message,
+                )
             }
-            ApiError::NotReady(_) => error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
+            ApiError::NotReady(_) => {
+                error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            }
         }
     }
 }

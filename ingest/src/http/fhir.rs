@@ -31,7 +31,11 @@ pub async fn post_fhir(
     .map_err(|e| ApiError::BadRequest("malformed_body", e.to_string()))?;
 
     let received_at = now_micros();
-    let channel = if parsed.kind == BundleKind::Ndjson { "fhir_ndjson" } else { "fhir_bundle" };
+    let channel = if parsed.kind == BundleKind::Ndjson {
+        "fhir_ndjson"
+    } else {
+        "fhir_bundle"
+    };
     let message_id = parsed
         .message_id
         .clone()
@@ -55,7 +59,10 @@ pub async fn post_fhir(
         .collect();
 
     if parsed.kind == BundleKind::Transaction && !normalized.rejections.is_empty() {
-        state.publisher.publish_all(topics::DEAD_LETTERS.name, &dead_letters).await?;
+        state
+            .publisher
+            .publish_all(topics::DEAD_LETTERS.name, &dead_letters)
+            .await?;
         crate::metrics::rejected(&source.source_id, channel, dead_letters.len());
         return Err(ApiError::TransactionRejected(Value::Array(rejected_json)));
     }
@@ -83,7 +90,9 @@ pub async fn post_fhir(
 
     let (position, _) = tokio::try_join!(
         state.publisher.publish_all(topics::RECORDS.name, &records),
-        state.publisher.publish_all(topics::DEAD_LETTERS.name, &dead_letters),
+        state
+            .publisher
+            .publish_all(topics::DEAD_LETTERS.name, &dead_letters),
     )?;
     crate::metrics::published(&source.source_id, channel, records.len());
     crate::metrics::rejected(&source.source_id, channel, dead_letters.len());
@@ -104,12 +113,19 @@ pub async fn post_fhir(
     ))
 }
 
-fn authenticate_source(state: &AppState, source_id: &str, headers: &HeaderMap) -> Result<SourceRegistered, ApiError> {
+fn authenticate_source(
+    state: &AppState,
+    source_id: &str,
+    headers: &HeaderMap,
+) -> Result<SourceRegistered, ApiError> {
     if !state.registry.is_caught_up() {
         return Err(ApiError::NotReady("the source registry is still loading"));
     }
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let key = platform::auth::bearer(auth).ok_or(ApiError::Unauthorized("missing source API key"))?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let key =
+        platform::auth::bearer(auth).ok_or(ApiError::Unauthorized("missing source API key"))?;
     state
         .registry
         .authenticate(source_id, key)
@@ -118,7 +134,14 @@ fn authenticate_source(state: &AppState, source_id: &str, headers: &HeaderMap) -
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 fn dead_letter(

@@ -12,11 +12,21 @@ use super::AppState;
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let producer = state.publisher.producer().clone();
     let broker = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(None, Duration::from_secs(2)).is_ok()
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
     })
     .await
     .unwrap_or(false);
     let registry = state.registry.is_caught_up();
-    let status = if broker && registry { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"broker": broker, "source_registry": registry})))
+    let status = if broker && registry {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"broker": broker, "source_registry": registry})),
+    )
 }

@@ -44,7 +44,9 @@ impl Feed {
 }
 
 pub fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     state
         .verifier
         .verify_header(auth)
@@ -53,7 +55,9 @@ pub fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
 
 fn valid_source_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 pub async fn put_source(
@@ -64,11 +68,17 @@ pub async fn put_source(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = user(&state, &headers)?;
     if !caller.has(Role::Admin) {
-        return Err(ApiError::Forbidden("admin_required", "only an admin may register sources".into()));
+        return Err(ApiError::Forbidden(
+            "admin_required",
+            "only an admin may register sources".into(),
+        ));
     }
     let Json(req) = body.map_err(ApiError::from_json)?;
     if !valid_source_id(&source_id) {
-        return Err(ApiError::BadRequest("invalid_source_id", "source ids are 1-64 of [A-Za-z0-9._-]".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_source_id",
+            "source ids are 1-64 of [A-Za-z0-9._-]".into(),
+        ));
     }
     for (field, value) in [
         ("name", &req.name),
@@ -76,7 +86,10 @@ pub async fn put_source(
         ("assigning_authority", &req.assigning_authority),
     ] {
         if value.trim().is_empty() {
-            return Err(ApiError::BadRequest("invalid_body", format!("{field} must not be empty")));
+            return Err(ApiError::BadRequest(
+                "invalid_body",
+                format!("{field} must not be empty"),
+            ));
         }
     }
     if !state.registry.is_caught_up() {
@@ -102,7 +115,10 @@ pub async fn put_source(
         part2: req.part2,
         api_key_sha256,
     };
-    let position = state.publisher.publish(topics::SOURCES.name, &source_id, &event).await?;
+    let position = state
+        .publisher
+        .publish(topics::SOURCES.name, &source_id, &event)
+        .await?;
     state.registry.apply(event);
     tracing::info!(source = %source_id, created = new_key.is_some(), "source registered");
     Ok(match new_key {
@@ -110,6 +126,9 @@ pub async fn put_source(
             StatusCode::CREATED,
             Json(json!({"id": source_id, "api_key": key, "position": position.encode()})),
         ),
-        None => (StatusCode::OK, Json(json!({"id": source_id, "position": position.encode()}))),
+        None => (
+            StatusCode::OK,
+            Json(json!({"id": source_id, "position": position.encode()})),
+        ),
     })
 }

@@ -24,7 +24,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            ApiError::Unauthorized(_) => error_body(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            ApiError::Unauthorized(_) => {
+                error_body(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
             ApiError::Forbidden(code, _, break_glass_allowed) => {
                 let mut extra = serde_json::Map::new();
                 if let Some(b) = break_glass_allowed {
@@ -34,7 +36,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(code, _) => error_body(StatusCode::BAD_REQUEST, code, message),
             ApiError::NotFound => error_body(StatusCode::NOT_FOUND, "not_found", message),
-            ApiError::NotCaughtUp => error_body(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message),
+            ApiError::NotCaughtUp => {
+                error_body(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message)
+            }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 error_body(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

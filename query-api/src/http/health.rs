@@ -8,6 +8,10 @@ use super::AppState;
 /// 200 when PostgreSQL answers and holds the views, 503 otherwise.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let db = crate::db::ping(&state.pool).await;
-    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"database": db})))
 }

@@ -43,7 +43,11 @@ pub async fn search(
             None => (String::new(), i),
         }),
     };
-    if search.family.is_none() && search.given.is_none() && search.birth_date.is_none() && search.identifier.is_none() {
+    if search.family.is_none()
+        && search.given.is_none()
+        && search.birth_date.is_none()
+        && search.identifier.is_none()
+    {
         return Err(ApiError::BadRequest(
             "search_parameter_required",
             "give at least one of family, given, birth_date, identifier".into(),
@@ -56,7 +60,11 @@ pub async fn search(
     let patients: Vec<Value> = rows
         .into_iter()
         .map(|r| {
-            let in_force = decision_for(consents.get(&r.id).map(Vec::as_slice).unwrap_or(&[]), &user.org, now);
+            let in_force = decision_for(
+                consents.get(&r.id).map(Vec::as_slice).unwrap_or(&[]),
+                &user.org,
+                now,
+            );
             json!({
                 "id": r.id,
                 "name": r.name,

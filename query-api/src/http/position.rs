@@ -13,8 +13,13 @@ pub struct CaughtUp;
 impl FromRequestParts<AppState> for CaughtUp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get("x-min-position") else { return Ok(CaughtUp) };
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get("x-min-position") else {
+            return Ok(CaughtUp);
+        };
         let token = raw.to_str().map_err(|_| bad())?;
         let position = Position::decode(token).map_err(|_| bad())?;
         if position.is_empty() {
@@ -36,5 +41,8 @@ impl FromRequestParts<AppState> for CaughtUp {
 }
 
 fn bad() -> ApiError {
-    ApiError::BadRequest("invalid_position", "X-Min-Position is not a position token from an ingest response".into())
+    ApiError::BadRequest(
+        "invalid_position",
+        "X-Min-Position is not a position token from an ingest response".into(),
+    )
 }

@@ -22,7 +22,9 @@ pub struct RecordParams {
 }
 
 fn valid_type(t: &str) -> bool {
-    (1..=64).contains(&t.len()) && t.starts_with(|c: char| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphabetic())
+    (1..=64).contains(&t.len())
+        && t.starts_with(|c: char| c.is_ascii_uppercase())
+        && t.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 pub async fn records(
@@ -35,18 +37,29 @@ pub async fn records(
     let patient = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let resource_type = params.resource_type.filter(|t| !t.is_empty());
     if resource_type.as_deref().is_some_and(|t| !valid_type(t)) {
-        return Err(ApiError::BadRequest("invalid_type", "type must be a FHIR resource type".into()));
+        return Err(ApiError::BadRequest(
+            "invalid_type",
+            "type must be a FHIR resource type".into(),
+        ));
     }
     if !db::patient_exists(&state.pool, patient).await? {
         return Err(ApiError::NotFound);
     }
     let consents = db::consents(&state.pool, &[patient], &user.org).await?;
-    let in_force = decision_for(consents.get(&patient).map(Vec::as_slice).unwrap_or(&[]), &user.org, SystemTime::now());
+    let in_force = decision_for(
+        consents.get(&patient).map(Vec::as_slice).unwrap_or(&[]),
+        &user.org,
+        SystemTime::now(),
+    );
     let break_glass_allowed = break_glass_possible(in_force) && user.may_break_glass();
     match in_force.map(|f| f.decision) {
         Some(Decision::Grant) => {}
         Some(Decision::Deny) => {
-            return Err(ApiError::Forbidden("consent_denied", "the patient has denied access to this organization", Some(false)))
+            return Err(ApiError::Forbidden(
+                "consent_denied",
+                "the patient has denied access to this organization",
+                Some(false),
+            ))
         }
         None | Some(Decision::DenyExceptEmergency) => {
             return Err(ApiError::Forbidden(

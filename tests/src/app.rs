@@ -1,0 +1,314 @@
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use platform::auth::{sign_hs256, Claims};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::{Broker, TestDb};
+
+const SECRET: &str = "integration-test-secret";
+
+/// Which services a test wants, and how.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Run the projector in this process; a test that kills it runs it as a process instead.
+    pub projector_in_process: bool,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            projector_in_process: true,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub ingest: String,
+    pub query: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    pub broker: Broker,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Services::default()).await
+    }
+
+    pub async fn spawn_with(services: Services) -> TestApp {
+        let broker = Broker::start();
+        let db = TestDb::create().await;
+        let mut stops = Vec::new();
+
+        let (listener, ingest) = listen().await;
+        let config = ingest::Config {
+            http_addr: listener.local_addr().unwrap(),
+            kafka_brokers: broker.address(),
+            jwt_secret: platform::Secret::new(SECRET.into()),
+            max_body_bytes: services.max_body_bytes,
+            delivery_timeout: Duration::from_secs(3),
+        };
+        stops.push(spawn(|stop| async move {
+            ingest::run(config, listener, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+
+        if services.projector_in_process {
+            let (listener, _) = listen().await;
+            let config = projector_config(&broker, &db, listener.local_addr().unwrap());
+            stops.push(spawn(|stop| async move {
+                projector::run(config, listener, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
+        } else {
+            // The query API needs the views; migrations run when the projector starts.
+            let pool = projector::pool(&db.url()).unwrap();
+            projector::store::migrate(&pool).await.unwrap();
+        }
+
+        let (listener, query) = listen().await;
+        let config = query_api::Config {
+            http_addr: listener.local_addr().unwrap(),
+            database_url: db.url(),
+            jwt: query_api::config::JwtKey::Hs256(platform::Secret::new(SECRET.into())),
+            min_position_timeout: Duration::from_secs(5),
+        };
+        stops.push(spawn(|stop| async move {
+            query_api::run(config, listener, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+
+        let app = TestApp {
+            ingest,
+            query,
+            http: reqwest::Client::new(),
+            db,
+            broker,
+            stops,
+        };
+        app.wait_healthy(&app.ingest).await;
+        app.wait_healthy(&app.query).await;
+        app
+    }
+
+    async fn wait_healthy(&self, base: &str) {
+        for _ in 0..300 {
+            if let Ok(r) = self.http.get(format!("{base}/healthz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{base} did not become healthy");
+    }
+
+    /// The projector as a real process (so a test can SIGKILL it), logging to `log`.
+    pub fn spawn_projector_process(&self) -> Child {
+        let port = crate::free_port();
+        Command::new(crate::workspace_binary("projector"))
+            .env("KAFKA_BROKERS", self.broker.address())
+            .env("DATABASE_URL", self.db.url())
+            .env("PROJECTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start projector binary")
+    }
+
+    pub fn token(&self, org: &str, roles: &[&str]) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let claims = Claims {
+            sub: format!("user-{org}-{}", roles.join("-")),
+            email: format!("{}@{org}.example", roles.join(".")),
+            org: org.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            exp,
+            iat: None,
+        };
+        sign_hs256(&claims, SECRET.as_bytes())
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("org-hie", &["admin"])
+    }
+
+    /// Register a source; returns its API key.
+    pub async fn register_source(&self, id: &str, org: &str, assigning_authority: &str) -> String {
+        let r = self
+            .http
+            .put(format!("{}/v1/sources/{id}", self.ingest))
+            .bearer_auth(self.admin())
+            .json(&json!({
+                "name": format!("Source {id}"), "organization_id": org, "feed": "realtime",
+                "assigning_authority": assigning_authority, "data_elements": ["Observation"], "part2": false
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn post_fhir(
+        &self,
+        source: &str,
+        key: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.http
+            .post(format!("{}/v1/sources/{source}/fhir", self.ingest))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST a Bundle that must be fully accepted; returns its position token.
+    pub async fn post_bundle_ok(&self, source: &str, key: &str, bundle: &Value) -> String {
+        let r = self
+            .post_fhir(source, key, "application/fhir+json", bundle.to_string())
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["rejected"], json!([]), "{body}");
+        body["position"].as_str().unwrap().to_string()
+    }
+
+    /// Record a consent decision as the admin; returns its position token.
+    pub async fn consent(
+        &self,
+        assigning_authority: &str,
+        mrn: &str,
+        org: &str,
+        decision: &str,
+    ) -> String {
+        self.consent_with(json!({
+            "patient": {"assigning_authority": assigning_authority, "mrn": mrn},
+            "organization_id": org, "decision": decision, "method": "written", "part2": false
+        }))
+        .await
+    }
+
+    pub async fn consent_with(&self, body: Value) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/consents", self.ingest))
+            .bearer_auth(self.admin())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        r.json::<Value>().await.unwrap()["position"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// GET from the query API as `token`, waiting for `position` when given.
+    pub async fn get(&self, path: &str, token: &str, position: Option<&str>) -> Response {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.query))
+            .bearer_auth(token);
+        if let Some(p) = position {
+            req = req.header("x-min-position", p);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The enterprise id of the patient known by `system|value`.
+    pub async fn patient_id(&self, system: &str, value: &str, position: Option<&str>) -> String {
+        let token = self.token("org-any", &["front_desk"]);
+        let path = format!(
+            "/v1/patients?identifier={}",
+            urlencode(&format!("{system}|{value}"))
+        );
+        let body: Value = self
+            .get(&path, &token, position)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["patients"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no patient {system}|{value}: {body}"))
+            .to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn listen() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+fn projector_config(broker: &Broker, db: &TestDb, addr: std::net::SocketAddr) -> projector::Config {
+    projector::Config {
+        http_addr: addr,
+        kafka_brokers: broker.address(),
+        database_url: db.url(),
+        group_id: "hie-projector".into(),
+        instance: (0, 1),
+        batch_max: 500,
+        batch_wait: Duration::from_millis(5),
+        fetch_wait: Duration::from_millis(10),
+    }
+}
+
+fn spawn<F, Fut>(f: F) -> oneshot::Sender<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel::<()>();
+    let fut = f(Box::pin(async move {
+        let _ = rx.await;
+    }));
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            eprintln!("service stopped with an error: {e}");
+        }
+    });
+    tx
+}

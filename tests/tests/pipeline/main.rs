@@ -1,0 +1,38 @@
+//! End-to-end tests of the pipeline through its public HTTP APIs, against a real Tansu broker and
+//! a real PostgreSQL. One binary, one module per concern.
+
+mod bad_input;
+mod consent;
+mod projector_restart;
+mod round_trip;
+mod versions;
+
+use serde_json::{json, Value};
+
+/// A small batch Bundle: one Patient (MRN under `aa`) and Observations `(id, lastUpdated, value)`.
+pub fn bundle(aa: &str, mrn: &str, patient_id: &str, observations: &[(&str, &str, f64)]) -> Value {
+    let mut entries = vec![json!({
+        "fullUrl": format!("urn:uuid:{patient_id}"),
+        "resource": {
+            "resourceType": "Patient", "id": patient_id,
+            "identifier": [{"system": aa, "value": mrn}],
+            "name": [{"family": "Testpatient", "given": ["Alex"]}],
+            "birthDate": "1980-02-03", "gender": "other"
+        },
+        "request": {"method": "POST", "url": "Patient"}
+    })];
+    for (id, updated, value) in observations {
+        entries.push(json!({
+            "fullUrl": format!("urn:uuid:{id}"),
+            "resource": {
+                "resourceType": "Observation", "id": id, "status": "final",
+                "meta": {"lastUpdated": updated},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+                "subject": {"reference": format!("urn:uuid:{patient_id}")},
+                "valueQuantity": {"value": value, "unit": "mg/dL"}
+            },
+            "request": {"method": "POST", "url": "Observation"}
+        }));
+    }
+    json!({"resourceType": "Bundle", "type": "batch", "entry": entries})
+}
