@@ -1,0 +1,53 @@
+# Sourced by tests/run: installs what the tests need and a fresh machine may lack. Each step does
+# nothing when its tool is already there.
+say() { printf '[tests] %s\n' "$*"; }
+export PATH="$HOME/.cargo/bin:$PATH"
+
+apt_updated=0
+apt_install() {
+	if [[ $apt_updated == 0 ]]; then
+		apt-get update -qq
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Build tools for librdkafka (rdkafka-sys builds it from source) and the clients the tests use.
+missing=()
+for tool in gcc g++ make perl pkg-config curl python3 pg_isready; do
+	command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+	say "installing Debian packages for: ${missing[*]}"
+	apt_install build-essential perl pkg-config curl python3 postgresql-client
+fi
+
+# PostgreSQL: the tests create a database per test on 127.0.0.1:5432 (TEST_PG_ADMIN_URL overrides).
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+	if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+		say "installing PostgreSQL"
+		apt_install postgresql
+	fi
+	version=$(ls /etc/postgresql | sort -V | tail -1)
+	hba=/etc/postgresql/$version/main/pg_hba.conf
+	# Loopback only, trust auth: the tests' throwaway databases.
+	if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+		sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+	fi
+	say "starting PostgreSQL $version"
+	pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+	for _ in $(seq 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+	pg_isready -h 127.0.0.1 -p 5432
+fi
+
+# Tansu, the dev broker: built once (10-30 minutes), kept by cargo afterwards.
+if ! command -v tansu >/dev/null; then
+	say "installing tansu 0.6.0 (first time only)"
+	cargo install tansu --version 0.6.0 --locked --features libsql,dynostore
+fi
+
+if ! command -v cargo-nextest >/dev/null; then
+	say "installing cargo-nextest"
+	cargo install cargo-nextest --locked
+fi
+
