@@ -51,3 +51,11 @@ if ! command -v cargo-nextest >/dev/null; then
 	cargo install cargo-nextest --locked
 fi
 
+
+# fastavro: an independent Avro implementation the schema tests decode our messages with.
+if ! python3 -c 'import fastavro' 2>/dev/null; then
+	say "installing fastavro (pip)"
+	python3 -m pip install --quiet fastavro 2>/dev/null ||
+		python3 -m pip install --quiet --break-system-packages fastavro 2>/dev/null ||
+		apt_install python3-fastavro
+fi

@@ -1,0 +1,111 @@
+//! Messages we write are readable by another Avro implementation (fastavro) given only the
+//! committed `.avsc` files: the fingerprints are the specification's, not apache-avro's.
+
+use std::process::Command;
+
+use schemas::*;
+
+#[test]
+fn fastavro_decodes_every_event_type() {
+    let dir = std::env::temp_dir().join(format!("hie-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let patient = PatientIdentity {
+        assigning_authority: "urn:oid:1.2".into(),
+        mrn: "7".into(),
+    };
+    let messages: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "record_received",
+            encode(&RecordReceived {
+                event_id: "e".into(),
+                source_id: "s".into(),
+                organization_id: "o".into(),
+                channel: "fhir_bundle".into(),
+                received_at: 1_700_000_000_123_456,
+                message_id: "m".into(),
+                patient: Some(patient.clone()),
+                resource_type: "Observation".into(),
+                resource_id: "r".into(),
+                version: 1,
+                sensitivity: "normal".into(),
+                resource_json: "{}".into(),
+            })
+            .unwrap(),
+        ),
+        (
+            "consent_recorded",
+            encode(&ConsentRecorded {
+                event_id: "e".into(),
+                recorded_at: 1,
+                patient,
+                organization_id: "*".into(),
+                decision: "grant".into(),
+                effective_at: Some(2),
+                expires_at: None,
+                method: "written".into(),
+                part2: true,
+                recorded_by: "user:u".into(),
+            })
+            .unwrap(),
+        ),
+        (
+            "record_rejected",
+            encode(&RecordRejected {
+                event_id: "e".into(),
+                rejected_at: 1,
+                source_id: None,
+                channel: "fhir_ndjson".into(),
+                message_id: "m".into(),
+                index: Some(3),
+                reason: "bad".into(),
+                payload: "x".into(),
+            })
+            .unwrap(),
+        ),
+        (
+            "source_registered",
+            encode(&SourceRegistered {
+                event_id: "e".into(),
+                registered_at: 1,
+                source_id: "s".into(),
+                name: "n".into(),
+                organization_id: "o".into(),
+                feed: "batch".into(),
+                assigning_authority: "a".into(),
+                data_elements: vec!["Observation".into()],
+                part2: false,
+                api_key_sha256: "00".into(),
+            })
+            .unwrap(),
+        ),
+    ];
+    let mut files = Vec::new();
+    for (name, bytes) in &messages {
+        let path = dir.join(format!("{name}.0.bin"));
+        std::fs::write(&path, bytes).unwrap();
+        files.push(path);
+    }
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(here.join("tests/decode_with_fastavro.py"))
+        .arg(here.join("avro"))
+        .args(&files)
+        .output()
+        .expect("python3 (tests/prereqs.sh installs fastavro)");
+    assert!(
+        out.status.success(),
+        "fastavro failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["record"]["patient"]["mrn"], "7");
+    assert_eq!(lines[1]["record"]["part2"], true);
+    assert_eq!(lines[2]["record"]["index"], 3);
+    assert_eq!(lines[3]["record"]["data_elements"][0], "Observation");
+    let _ = std::fs::remove_dir_all(&dir);
+}
