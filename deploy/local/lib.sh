@@ -9,6 +9,7 @@ HIE_DATA_DIR="$(cd "$HIE_DATA_DIR" && pwd)" # absolute: tansu's SQLite URL and p
 LOG_DIR="$HIE_DATA_DIR/logs"
 RUN_DIR="$HIE_DATA_DIR/run"
 PG_DATA="$HIE_DATA_DIR/pg"
+SHARED_PG="$HIE_DATA_DIR/shared-postgres" # "host port db" when up used a server it did not start
 export HIE_DATA_DIR
 
 say() { printf '==> %s\n' "$*"; }
