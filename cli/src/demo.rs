@@ -107,33 +107,26 @@ pub async fn run(args: Args) -> Result<()> {
         register(&client, ingest, &admin, &source, &mut keys).await?;
     }
 
-    // b. Our own synthetic people.
+    // b, c. Our own synthetic people, then the Synthea samples unchanged (shared
+    // Organizations/Practitioners first, since the patient bundles refer to them).
+    let mut uploads = Vec::new();
+    for b in demo_data::bundles() {
+        let what = format!("{} bundle for demo patient {}", b.source, b.label);
+        uploads.push((b.source, what, serde_json::to_vec(&b.bundle)?));
+    }
+    for f in &synthea {
+        uploads.push((
+            SYNTHEA,
+            format!("{SYNTHEA} file {}", f.name),
+            f.body.clone(),
+        ));
+    }
     let mut last_position = String::new();
     let mut totals: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
-    for b in demo_data::bundles() {
-        let body = serde_json::to_vec(&b.bundle)?;
-        let what = format!("{} bundle for demo patient {}", b.source, b.label);
+    for (source, what, body) in uploads {
         let (accepted, rejected, position) =
-            post_fhir(&client, ingest, b.source, keys.get(b.source)?, body, &what).await?;
-        let t = totals.entry(b.source).or_default();
-        *t = (t.0 + 1, t.1 + accepted, t.2 + rejected);
-        last_position = position;
-    }
-
-    // c. The Synthea samples, unchanged; shared Organizations/Practitioners first, since the
-    // patient bundles refer to them.
-    for f in &synthea {
-        let what = format!("{SYNTHEA} file {}", f.name);
-        let (accepted, rejected, position) = post_fhir(
-            &client,
-            ingest,
-            SYNTHEA,
-            keys.get(SYNTHEA)?,
-            f.body.clone(),
-            &what,
-        )
-        .await?;
-        let t = totals.entry(SYNTHEA).or_default();
+            post_fhir(&client, ingest, source, keys.get(source)?, body, &what).await?;
+        let t = totals.entry(source).or_default();
         *t = (t.0 + 1, t.1 + accepted, t.2 + rejected);
         last_position = position;
     }
@@ -304,7 +297,7 @@ async fn post_fhir(
     let rejected = resp
         .get("rejected")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
     for r in rejected.iter().take(5) {
         println!(
