@@ -1,0 +1,3 @@
+//! The manifest check behind `deploy/check-manifests` and `bench/tests/manifests.rs`.
+
+pub mod manifests;
