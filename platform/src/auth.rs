@@ -53,6 +53,12 @@ impl Role {
         }
     }
 
+    /// Roles that see clinical data under a consent: the care team. Front desk staff, privacy
+    /// officers and administrators see demographics, consent status and audit data only.
+    pub fn reads_clinical_data(self) -> bool {
+        !matches!(self, Role::FrontDesk | Role::PrivacyOfficer | Role::Admin)
+    }
+
     /// Roles that may break the glass (DOMAIN.md).
     pub fn may_break_glass(self) -> bool {
         matches!(
@@ -116,6 +122,11 @@ impl User {
     /// The role an access is recorded under: the first one the token lists.
     pub fn primary_role(&self) -> Role {
         self.roles[0]
+    }
+
+    /// The first of the user's roles that satisfies `allowed`.
+    pub fn role_for(&self, allowed: impl Fn(Role) -> bool) -> Option<Role> {
+        self.roles.iter().copied().find(|r| allowed(*r))
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Pool, Transaction};
 use schemas::{
-    topics, ConsentRecorded, PatientIdentity, RecordReceived, RecordRejected, SourceRegistered,
+    topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, PatientIdentity, RecordReceived,
+    RecordRejected, SourceRegistered,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -137,6 +138,12 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
             }
             t if t == topics::SOURCES.name => {
                 async { Ok(apply_source(&tx, &decoded(&e.payload)?).await?) }.await
+            }
+            t if t == topics::ACCESS.name => {
+                async { apply_access(&tx, &decoded(&e.payload)?).await }.await
+            }
+            t if t == topics::BREAK_GLASS.name => {
+                async { apply_break_glass(&tx, &decoded(&e.payload)?).await }.await
             }
             t if t == topics::DEAD_LETTERS.name => {
                 async { Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?) }.await
@@ -370,6 +377,56 @@ async fn apply_dead_letter(
             &d.index,
             &d.reason,
             &d.payload,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Patient ids in privacy events are enterprise ids the query API resolved; a malformed one is a
+/// bad event, kept in `projection_errors`.
+fn patient_uuid(id: &str) -> Result<uuid::Uuid, EventError> {
+    uuid::Uuid::parse_str(id).map_err(|_| EventError::Decode("patient_id is not a UUID".into()))
+}
+
+async fn apply_access(tx: &Transaction<'_>, a: &AccessRecorded) -> Result<(), EventError> {
+    tx.execute(
+        "INSERT INTO access_log (event_id, at, user_id, user_email, organization_id, role, patient_id, action, basis,
+                                 outcome, returned, withheld)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+        &[
+            &a.event_id,
+            &at(a.at),
+            &a.user_id,
+            &a.user_email,
+            &a.organization_id,
+            &a.role,
+            &patient_uuid(&a.patient_id)?,
+            &a.action,
+            &a.basis,
+            &a.outcome,
+            &a.returned,
+            &a.withheld,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_break_glass(tx: &Transaction<'_>, b: &BreakGlassRecorded) -> Result<(), EventError> {
+    tx.execute(
+        "INSERT INTO break_glass (event_id, at, user_id, user_email, organization_id, role, patient_id, reason, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        &[
+            &b.event_id,
+            &at(b.at),
+            &b.user_id,
+            &b.user_email,
+            &b.organization_id,
+            &b.role,
+            &patient_uuid(&b.patient_id)?,
+            &b.reason,
+            &at(b.expires_at),
         ],
     )
     .await?;

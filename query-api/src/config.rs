@@ -27,6 +27,12 @@ pub struct Config {
     pub jwt: JwtKey,
     /// Longest a read with `X-Min-Position` waits for the views to catch up.
     pub min_position_timeout: Duration,
+    /// Where audit and Break-the-Glass events go.
+    pub kafka_brokers: String,
+    /// How long an audit event may wait for the broker before the read is refused (503).
+    pub audit_timeout: Duration,
+    /// How long a Break-the-Glass grant lasts (DOMAIN.md: configurable, default 24 h).
+    pub break_glass_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +46,9 @@ impl std::fmt::Debug for Config {
             .field("database_url", &platform::redact_url(&self.database_url))
             .field("jwt", &jwt)
             .field("min_position_timeout", &self.min_position_timeout)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("audit_timeout", &self.audit_timeout)
+            .field("break_glass_ttl", &self.break_glass_ttl)
             .finish()
     }
 }
@@ -73,6 +82,15 @@ impl Config {
             database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
             jwt,
             min_position_timeout: Duration::from_secs(5),
+            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            audit_timeout: Duration::from_millis(seconds("QUERY_AUDIT_TIMEOUT_MS", "5000")?),
+            break_glass_ttl: Duration::from_secs(seconds("BREAK_GLASS_TTL_SECONDS", "86400")?),
         })
     }
+}
+
+fn seconds(name: &'static str, default: &str) -> Result<u64, ConfigError> {
+    env_or(name, default)
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ConfigError::Invalid(name, e.to_string()))
 }

@@ -122,23 +122,81 @@ pub async fn consents(
     Ok(out)
 }
 
+/// A patient's current records, each with whether it is 42 CFR Part 2 data.
 pub async fn records(
     pool: &Pool,
     patient: Uuid,
     resource_type: Option<&str>,
-    include_part2: bool,
-) -> Result<Vec<Value>, DbError> {
+) -> Result<Vec<(Value, bool)>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT resource FROM records
+            "SELECT resource, sensitivity = 'part2' FROM records
              WHERE patient_id = $1 AND ($2::text IS NULL OR resource_type = $2)
-               AND (sensitivity <> 'part2' OR $3)
              ORDER BY resource_type, received_at, resource_id",
-            &[&patient, &resource_type, &include_part2],
+            &[&patient, &resource_type],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Whether `user` holds an unexpired Break-the-Glass grant for `patient`.
+pub async fn active_break_glass(
+    pool: &Pool,
+    patient: Uuid,
+    user_id: &str,
+) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM break_glass WHERE patient_id = $1 AND user_id = $2 AND expires_at > now() LIMIT 1",
+            &[&patient, &user_id],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Whether `org` is a source organization of any of the patient's records.
+pub async fn organization_holds(pool: &Pool, patient: Uuid, org: &str) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM records WHERE patient_id = $1 AND organization_id = $2 LIMIT 1",
+            &[&patient, &org],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+const TIMESTAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'";
+
+pub async fn access_log(pool: &Pool, patient: Uuid) -> Result<Vec<Value>, DbError> {
+    let client = pool.get().await?;
+    let sql = format!(
+        "SELECT json_build_object('at', to_char(at AT TIME ZONE 'UTC', {TIMESTAMP}), 'user', user_id, 'email', user_email,
+                'organization', organization_id, 'role', role, 'action', action, 'basis', basis, 'outcome', outcome,
+                'returned', returned, 'withheld', withheld)
+         FROM access_log WHERE patient_id = $1 ORDER BY at, event_id"
+    );
+    let rows = client.query(&sql, &[&patient]).await?;
+    Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
+}
+
+/// Break-the-Glass grants since `since`, for one organization or (`None`) all.
+pub async fn break_glass_report(
+    pool: &Pool,
+    org: Option<&str>,
+    since: std::time::SystemTime,
+) -> Result<Vec<Value>, DbError> {
+    let client = pool.get().await?;
+    let sql = format!(
+        "SELECT json_build_object('at', to_char(at AT TIME ZONE 'UTC', {TIMESTAMP}), 'user', user_id, 'email', user_email,
+                'organization', organization_id, 'role', role, 'patient_id', patient_id, 'reason', reason,
+                'expires_at', to_char(expires_at AT TIME ZONE 'UTC', {TIMESTAMP}))
+         FROM break_glass WHERE ($1::text IS NULL OR organization_id = $1) AND at >= $2 ORDER BY at, event_id"
+    );
+    let rows = client.query(&sql, &[&org, &since]).await?;
+    Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
 }
 
 pub async fn sources(pool: &Pool) -> Result<Vec<Value>, DbError> {

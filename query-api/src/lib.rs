@@ -1,9 +1,11 @@
 //! Query API: consent-filtered reads of the views the projector keeps.
 
+mod audit;
 pub mod config;
 pub mod consent;
 mod db;
 pub mod http;
+mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use tokio::net::TcpListener;
 pub enum StartError {
     #[error("database: {0}")]
     Database(String),
+    #[error(transparent)]
+    Kafka(#[from] platform::kafka::KafkaSetupError),
     #[error("JWT key: {0}")]
     Jwt(#[from] platform::auth::AuthError),
     #[error("serving HTTP: {0}")]
@@ -42,8 +46,10 @@ pub async fn run(
         .max_size(16)
         .build()
         .map_err(|e| StartError::Database(e.to_string()))?;
+    platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let state = http::AppState {
         verifier: config.jwt.verifier()?,
+        auditor: audit::Auditor::new(&config.kafka_brokers, config.audit_timeout)?,
         config: Arc::new(config),
         pool,
     };

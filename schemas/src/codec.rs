@@ -129,5 +129,7 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
         (ConsentRecorded::NAME, ConsentRecorded::schemas()),
         (RecordRejected::NAME, RecordRejected::schemas()),
         (SourceRegistered::NAME, SourceRegistered::schemas()),
+        (AccessRecorded::NAME, AccessRecorded::schemas()),
+        (BreakGlassRecorded::NAME, BreakGlassRecorded::schemas()),
     ]
 }

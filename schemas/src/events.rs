@@ -105,3 +105,34 @@ pub struct SourceRegistered {
     pub api_key_sha256: String,
 }
 avro_event!(SourceRegistered, "source_registered", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessRecorded {
+    pub event_id: String,
+    pub at: i64,
+    pub user_id: String,
+    pub user_email: String,
+    pub organization_id: String,
+    pub role: String,
+    pub patient_id: String,
+    pub action: String,
+    pub basis: String,
+    pub outcome: String,
+    pub returned: i64,
+    pub withheld: i64,
+}
+avro_event!(AccessRecorded, "access_recorded", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakGlassRecorded {
+    pub event_id: String,
+    pub at: i64,
+    pub user_id: String,
+    pub user_email: String,
+    pub organization_id: String,
+    pub role: String,
+    pub patient_id: String,
+    pub reason: String,
+    pub expires_at: i64,
+}
+avro_event!(BreakGlassRecorded, "break_glass_recorded", ["v1"]);

@@ -26,4 +26,22 @@ pub const DEAD_LETTERS: TopicSpec = TopicSpec {
     partitions: 1,
 };
 
-pub const ALL: [&TopicSpec; 4] = [&RECORDS, &CONSENTS, &SOURCES, &DEAD_LETTERS];
+/// Every read of clinical data (the audit trail), keyed by enterprise patient id.
+pub const ACCESS: TopicSpec = TopicSpec {
+    name: "hie.access",
+    partitions: 3,
+};
+/// Break-the-Glass grants, keyed by enterprise patient id.
+pub const BREAK_GLASS: TopicSpec = TopicSpec {
+    name: "hie.breakglass",
+    partitions: 1,
+};
+
+pub const ALL: [&TopicSpec; 6] = [
+    &RECORDS,
+    &CONSENTS,
+    &SOURCES,
+    &DEAD_LETTERS,
+    &ACCESS,
+    &BREAK_GLASS,
+];

@@ -80,6 +80,9 @@ impl TestApp {
             database_url: db.url(),
             jwt: query_api::config::JwtKey::Hs256(platform::Secret::new(SECRET.into())),
             min_position_timeout: Duration::from_secs(5),
+            kafka_brokers: broker.address(),
+            audit_timeout: Duration::from_secs(3),
+            break_glass_ttl: Duration::from_secs(24 * 3600),
         };
         stops.push(spawn(|stop| async move {
             query_api::run(config, listener, stop)
@@ -127,13 +130,18 @@ impl TestApp {
     }
 
     pub fn token(&self, org: &str, roles: &[&str]) -> String {
+        self.user_token(&format!("user-{org}-{}", roles.join("-")), org, roles)
+    }
+
+    /// A token for user `sub` of `org` with `roles`.
+    pub fn user_token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 3600;
         let claims = Claims {
-            sub: format!("user-{org}-{}", roles.join("-")),
+            sub: sub.into(),
             email: format!("{}@{org}.example", roles.join(".")),
             org: org.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
@@ -149,13 +157,25 @@ impl TestApp {
 
     /// Register a source; returns its API key.
     pub async fn register_source(&self, id: &str, org: &str, assigning_authority: &str) -> String {
+        self.register_source_with(id, org, assigning_authority, false)
+            .await
+    }
+
+    /// Register a source, a 42 CFR Part 2 program when `part2`; returns its API key.
+    pub async fn register_source_with(
+        &self,
+        id: &str,
+        org: &str,
+        assigning_authority: &str,
+        part2: bool,
+    ) -> String {
         let r = self
             .http
             .put(format!("{}/v1/sources/{id}", self.ingest))
             .bearer_auth(self.admin())
             .json(&json!({
                 "name": format!("Source {id}"), "organization_id": org, "feed": "realtime",
-                "assigning_authority": assigning_authority, "data_elements": ["Observation"], "part2": false
+                "assigning_authority": assigning_authority, "data_elements": ["Observation"], "part2": part2
             }))
             .send()
             .await
@@ -224,6 +244,17 @@ impl TestApp {
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    /// POST JSON to the query API as `token`.
+    pub async fn post_query(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.query))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// GET from the query API as `token`, waiting for `position` when given.

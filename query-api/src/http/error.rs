@@ -18,6 +18,8 @@ pub enum ApiError {
     NotCaughtUp,
     #[error("the database is unavailable")]
     Database(#[from] DbError),
+    #[error("the audit trail is unavailable: nothing is served until it is back")]
+    AuditUnavailable(#[from] crate::audit::AuditError),
 }
 
 impl IntoResponse for ApiError {
@@ -38,6 +40,14 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => error_body(StatusCode::NOT_FOUND, "not_found", message),
             ApiError::NotCaughtUp => {
                 error_body(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message)
+            }
+            ApiError::AuditUnavailable(e) => {
+                tracing::error!(error = %e, "audit event not durable; request refused");
+                error_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    message,
+                )
             }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");

@@ -1,5 +1,7 @@
 //! The query API's HTTP routes (API.md, "Query API"), one file per resource.
 
+mod access_log;
+mod break_glass;
 mod caller;
 mod error;
 mod health;
@@ -10,7 +12,7 @@ mod sources;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
 use platform::auth::Verifier;
@@ -24,6 +26,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub verifier: Verifier,
+    pub auditor: crate::audit::Auditor,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -32,6 +35,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(platform::http::metrics))
         .route("/v1/patients", get(patients::search))
         .route("/v1/patients/{id}/records", get(records::records))
+        .route(
+            "/v1/patients/{id}/break-glass",
+            post(break_glass::break_glass),
+        )
+        .route("/v1/patients/{id}/access-log", get(access_log::access_log))
+        .route(
+            "/v1/reports/break-glass",
+            get(access_log::break_glass_report),
+        )
         .route("/v1/sources", get(sources::directory))
         .with_state(state)
 }

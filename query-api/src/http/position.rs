@@ -22,14 +22,22 @@ impl FromRequestParts<AppState> for CaughtUp {
         };
         let token = raw.to_str().map_err(|_| bad())?;
         let position = Position::decode(token).map_err(|_| bad())?;
+        wait_for(state, &position).await?;
+        Ok(CaughtUp)
+    }
+}
+
+/// Wait until the views include `position`, at most the configured timeout.
+pub async fn wait_for(state: &AppState, position: &Position) -> Result<(), ApiError> {
+    {
         if position.is_empty() {
-            return Ok(CaughtUp);
+            return Ok(());
         }
         let deadline = tokio::time::Instant::now() + state.config.min_position_timeout;
         let mut pause = Duration::from_millis(2);
         loop {
-            if crate::db::includes(&state.pool, &position).await? {
-                return Ok(CaughtUp);
+            if crate::db::includes(&state.pool, position).await? {
+                return Ok(());
             }
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(ApiError::NotCaughtUp);

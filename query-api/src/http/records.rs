@@ -1,10 +1,11 @@
-//! `GET /v1/patients/{id}/records`: clinical data, only under a consent that covers the caller's
-//! organization.
+//! `GET /v1/patients/{id}/records`: clinical data, under a consent for the caller's organization
+//! or the caller's own Break-the-Glass grant. Every outcome is audited before it is answered.
 
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use platform::auth::Role;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::caller::Caller;
 use super::position::CaughtUp;
 use super::{ApiError, AppState};
+use crate::audit::Access;
 use crate::consent::{break_glass_possible, decision_for, Decision};
 use crate::db;
 
@@ -27,6 +29,15 @@ fn valid_type(t: &str) -> bool {
         && t.chars().all(|c| c.is_ascii_alphabetic())
 }
 
+/// The patient's enterprise id, if the path holds one the views know.
+pub async fn known_patient(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
+    let patient = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
+    if !db::patient_exists(&state.pool, patient).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(patient)
+}
+
 pub async fn records(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -34,7 +45,6 @@ pub async fn records(
     Path(id): Path<String>,
     Query(params): Query<RecordParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let patient = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let resource_type = params.resource_type.filter(|t| !t.is_empty());
     if resource_type.as_deref().is_some_and(|t| !valid_type(t)) {
         return Err(ApiError::BadRequest(
@@ -42,35 +52,100 @@ pub async fn records(
             "type must be a FHIR resource type".into(),
         ));
     }
-    if !db::patient_exists(&state.pool, patient).await? {
-        return Err(ApiError::NotFound);
-    }
+    let patient = known_patient(&state, &id).await?;
+    let action = match &resource_type {
+        Some(t) => format!("records?type={t}"),
+        None => "records".to_string(),
+    };
+    let refuse = |role: Role,
+                  code: &'static str,
+                  message: &'static str,
+                  break_glass_allowed: Option<bool>| {
+        let state = state.clone();
+        let user = user.clone();
+        let action = action.clone();
+        async move {
+            state
+                .auditor
+                .access(Access {
+                    user: &user,
+                    role,
+                    patient,
+                    action,
+                    basis: "none",
+                    outcome: format!("refused:{code}"),
+                    returned: 0,
+                    withheld: 0,
+                })
+                .await?;
+            Err::<Json<Value>, _>(ApiError::Forbidden(code, message, break_glass_allowed))
+        }
+    };
+
+    let Some(role) = user.role_for(Role::reads_clinical_data) else {
+        return refuse(
+            user.primary_role(),
+            "role_not_permitted",
+            "this role does not see clinical data",
+            None,
+        )
+        .await;
+    };
     let consents = db::consents(&state.pool, &[patient], &user.org).await?;
     let in_force = decision_for(
         consents.get(&patient).map(Vec::as_slice).unwrap_or(&[]),
         &user.org,
         SystemTime::now(),
     );
-    let break_glass_allowed = break_glass_possible(in_force) && user.may_break_glass();
-    match in_force.map(|f| f.decision) {
-        Some(Decision::Grant) => {}
+    let (basis, covers_part2) = match in_force.map(|f| f.decision) {
+        Some(Decision::Grant) => ("consent", in_force.is_some_and(|f| f.covers_part2)),
         Some(Decision::Deny) => {
-            return Err(ApiError::Forbidden(
+            return refuse(
+                role,
                 "consent_denied",
                 "the patient has denied access to this organization",
                 Some(false),
-            ))
+            )
+            .await
         }
         None | Some(Decision::DenyExceptEmergency) => {
-            return Err(ApiError::Forbidden(
-                "consent_required",
-                "the patient has not granted this organization access",
-                Some(break_glass_allowed),
-            ))
+            if db::active_break_glass(&state.pool, patient, &user.id).await? {
+                // Emergency access never extends to Part 2 data: that needs the patient's consent.
+                ("break_glass", false)
+            } else {
+                let allowed = break_glass_possible(in_force) && user.may_break_glass();
+                return refuse(
+                    role,
+                    "consent_required",
+                    "the patient has not granted this organization access",
+                    Some(allowed),
+                )
+                .await;
+            }
         }
-    }
-    let covers_part2 = in_force.is_some_and(|f| f.covers_part2);
-    let records = db::records(&state.pool, patient, resource_type.as_deref(), covers_part2).await?;
-    tracing::info!(records = records.len(), organization = %user.org, "records served under consent");
-    Ok(Json(json!({"records": records, "basis": "consent"})))
+    };
+
+    let all = db::records(&state.pool, patient, resource_type.as_deref()).await?;
+    let total = all.len();
+    let records: Vec<Value> = all
+        .into_iter()
+        .filter(|(_, part2)| covers_part2 || !part2)
+        .map(|(r, _)| r)
+        .collect();
+    let withheld = total - records.len();
+    state
+        .auditor
+        .access(Access {
+            user: &user,
+            role,
+            patient,
+            action,
+            basis,
+            outcome: "allowed".into(),
+            returned: records.len(),
+            withheld,
+        })
+        .await?;
+    tracing::info!(records = records.len(), withheld, basis, organization = %user.org, "records served");
+    Ok(Json(json!({"records": records, "basis": basis})))
 }

@@ -1,0 +1,97 @@
+//! The audit trail and Break-the-Glass grants, published before anything is served: if an event
+//! cannot be made durable, the request fails closed.
+
+use std::time::Duration;
+
+use platform::auth::{Role, User};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use schemas::{now_micros, topics, AccessRecorded, BreakGlassRecorded, Event, Position};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit trail is unavailable")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    #[error("encoding: {0}")]
+    Encode(#[from] schemas::CodecError),
+}
+
+/// One read (or refusal) to record.
+pub struct Access<'a> {
+    pub user: &'a User,
+    /// The role the access was made under.
+    pub role: Role,
+    pub patient: Uuid,
+    pub action: String,
+    pub basis: &'static str,
+    pub outcome: String,
+    pub returned: usize,
+    pub withheld: usize,
+}
+
+#[derive(Clone)]
+pub struct Auditor {
+    producer: FutureProducer,
+}
+
+impl Auditor {
+    pub fn new(brokers: &str, timeout: Duration) -> Result<Self, platform::kafka::KafkaSetupError> {
+        Ok(Auditor {
+            producer: platform::kafka::producer(brokers, timeout)?,
+        })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    async fn publish<E: Event>(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &E,
+    ) -> Result<Position, AuditError> {
+        let payload = schemas::encode(event)?;
+        let delivery = self
+            .producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(&payload),
+                Timeout::Never,
+            )
+            .await
+            .map_err(|(e, _)| AuditError::Broker(e))?;
+        let mut position = Position::new();
+        position.include(topic, delivery.partition, delivery.offset);
+        Ok(position)
+    }
+
+    /// Record an access; returns once it is durable.
+    pub async fn access(&self, a: Access<'_>) -> Result<(), AuditError> {
+        let event = AccessRecorded {
+            event_id: Uuid::new_v4().to_string(),
+            at: now_micros(),
+            user_id: a.user.id.clone(),
+            user_email: a.user.email.clone(),
+            organization_id: a.user.org.clone(),
+            role: a.role.to_string(),
+            patient_id: a.patient.to_string(),
+            action: a.action,
+            basis: a.basis.to_string(),
+            outcome: a.outcome,
+            returned: a.returned as i64,
+            withheld: a.withheld as i64,
+        };
+        crate::metrics::access(&event.basis, &event.outcome);
+        self.publish(topics::ACCESS.name, &event.patient_id, &event)
+            .await
+            .map(|_| ())
+    }
+
+    /// Record a Break-the-Glass grant; returns its position once durable.
+    pub async fn break_glass(&self, event: &BreakGlassRecorded) -> Result<Position, AuditError> {
+        crate::metrics::break_glass();
+        self.publish(topics::BREAK_GLASS.name, &event.patient_id, event)
+            .await
+    }
+}

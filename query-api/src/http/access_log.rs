@@ -1,0 +1,72 @@
+//! `GET /v1/patients/{id}/access-log` and `GET /v1/reports/break-glass`: what a privacy officer
+//! sees.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use platform::auth::Role;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::caller::Caller;
+use super::position::CaughtUp;
+use super::records::known_patient;
+use super::{ApiError, AppState};
+use crate::db;
+
+/// For a privacy officer of an organization holding the patient's data, or an admin.
+pub async fn access_log(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    _: CaughtUp,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let patient = known_patient(&state, &id).await?;
+    let permitted = user.has(Role::Admin)
+        || (user.has(Role::PrivacyOfficer)
+            && db::organization_holds(&state.pool, patient, &user.org).await?);
+    if !permitted {
+        return Err(ApiError::Forbidden(
+            "not_permitted",
+            "only a privacy officer of an organization holding this patient's data, or an admin",
+            None,
+        ));
+    }
+    Ok(Json(
+        json!({"entries": db::access_log(&state.pool, patient).await?}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReportParams {
+    since: Option<String>,
+}
+
+/// Break-the-Glass grants by the caller's organization (an admin sees every organization's).
+pub async fn break_glass_report(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    _: CaughtUp,
+    Query(params): Query<ReportParams>,
+) -> Result<Json<Value>, ApiError> {
+    if !(user.has(Role::PrivacyOfficer) || user.has(Role::Admin)) {
+        return Err(ApiError::Forbidden(
+            "not_permitted",
+            "only a privacy officer or an admin",
+            None,
+        ));
+    }
+    let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|_| {
+                ApiError::BadRequest("invalid_since", "since must be an RFC 3339 instant".into())
+            })?
+            .into(),
+        None => std::time::UNIX_EPOCH,
+    };
+    let org = (!user.has(Role::Admin)).then_some(user.org.as_str());
+    Ok(Json(
+        json!({"entries": db::break_glass_report(&state.pool, org, since).await?}),
+    ))
+}
