@@ -1,0 +1,228 @@
+//! No PHI in logs: run the real binaries through a whole scenario, capture everything they log,
+//! and look for the test patient's name, birth date and MRN.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hie_tests::{free_port, urlencode, workspace_binary, Broker, TestDb};
+use platform::auth::{sign_hs256, Claims};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "phi-log-test-secret";
+const AA: &str = "urn:oid:2.16.840.1.113883.3.6161";
+const FAMILY: &str = "Quixotezyx";
+const GIVEN: &str = "Wilhelminaqv";
+const BIRTH_DATE: &str = "1937-07-19";
+const MRN: &str = "MRN-PHI-774411";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn token(sub: &str, org: &str, roles: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = Claims {
+        sub: sub.into(),
+        email: format!("{sub}@example.org"),
+        org: org.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        exp,
+        iat: None,
+    };
+    sign_hs256(&claims, SECRET.as_bytes())
+}
+
+async fn healthy(http: &reqwest::Client, url: &str) {
+    for _ in 0..400 {
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+            if r.status() == StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} not healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_scenario_logs_no_phi() {
+    let broker = Broker::start();
+    let db = TestDb::create().await;
+    let logs = std::env::temp_dir().join(format!("hie-phi-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let (ingest_port, projector_port, query_port) = (free_port(), free_port(), free_port());
+    let start = |name: &str| {
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        Proc(
+            Command::new(workspace_binary(name))
+                .env("KAFKA_BROKERS", broker.address())
+                .env("DATABASE_URL", db.url())
+                .env("HIE_JWT_SECRET", SECRET)
+                .env("INGEST_HTTP_ADDR", format!("127.0.0.1:{ingest_port}"))
+                .env("PROJECTOR_HTTP_ADDR", format!("127.0.0.1:{projector_port}"))
+                .env("QUERY_HTTP_ADDR", format!("127.0.0.1:{query_port}"))
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let procs = vec![start("ingest"), start("projector"), start("query-api")];
+    let http = reqwest::Client::new();
+    let ingest = format!("http://127.0.0.1:{ingest_port}");
+    let query = format!("http://127.0.0.1:{query_port}");
+    healthy(&http, &ingest).await;
+    healthy(&http, &query).await;
+
+    let admin = token("admin", "org-hie", &["admin"]);
+    let r: Value = http
+        .put(format!("{ingest}/v1/sources/phi-src"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "PHI source", "organization_id": "org-src", "feed": "realtime", "assigning_authority": AA, "part2": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = r["api_key"].as_str().unwrap().to_string();
+
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:pp", "resource": {"resourceType": "Patient", "id": "pp",
+            "identifier": [{"system": AA, "value": MRN}], "name": [{"family": FAMILY, "given": [GIVEN]}], "birthDate": BIRTH_DATE}},
+        {"fullUrl": "urn:uuid:oo", "resource": {"resourceType": "Observation", "id": "oo", "status": "final",
+            "code": {"text": "glucose"}, "subject": {"reference": "urn:uuid:pp"}, "valueQuantity": {"value": 99}}},
+        {"resource": {"resourceType": "Observation", "id": "bad", "subject": {"reference": "urn:uuid:pp"}, "note": [{"text": FAMILY}]}},
+        {"resource": {"resourceType": "Patient", "id": "nobody", "identifier": [{"system": "other", "value": MRN}], "name": [{"family": FAMILY}]}}
+    ]});
+    let r = http
+        .post(format!("{ingest}/v1/sources/phi-src/fhir"))
+        .bearer_auth(&key)
+        .header("content-type", "application/fhir+json")
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["rejected"].as_array().unwrap().len(), 2);
+    for rejection in body["rejected"].as_array().unwrap() {
+        let e = rejection["error"].as_str().unwrap();
+        assert!(
+            !e.contains(MRN) && !e.contains(FAMILY),
+            "an error message carries PHI: {e}"
+        );
+    }
+    let position = body["position"].as_str().unwrap().to_string();
+    // Malformed input: the error must not echo it.
+    let r = http
+        .post(format!("{ingest}/v1/sources/phi-src/fhir"))
+        .bearer_auth(&key)
+        .header("content-type", "application/fhir+json")
+        .body(format!(
+            "{{\"resourceType\":\"Bundle\",\"type\":\"batch\",\"id\":\"{MRN}\" {FAMILY}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!r.text().await.unwrap().contains(FAMILY));
+
+    let clinician = token("dr", "org-reader", &["physician"]);
+    let search = format!(
+        "{query}/v1/patients?family={FAMILY}&birth_date={BIRTH_DATE}&identifier={}",
+        urlencode(&format!("{AA}|{MRN}"))
+    );
+    let found: Value = http
+        .get(&search)
+        .bearer_auth(&clinician)
+        .header("x-min-position", &position)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = found["patients"][0]["id"].as_str().unwrap().to_string();
+    let r = http
+        .get(format!("{query}/v1/patients/{id}/records"))
+        .bearer_auth(&clinician)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http
+        .post(format!("{query}/v1/patients/{id}/break-glass"))
+        .bearer_auth(&clinician)
+        .json(&json!({"reason": format!("{GIVEN} {FAMILY} collapsed"), "attest": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http
+        .get(format!("{query}/v1/patients/{id}/records"))
+        .bearer_auth(&clinician)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let consent = http
+        .post(format!("{ingest}/v1/consents"))
+        .bearer_auth(&key)
+        .json(&json!({"patient": {"assigning_authority": AA, "mrn": MRN}, "organization_id": "*", "decision": "grant", "method": "written"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), StatusCode::ACCEPTED);
+    let p = consent.json::<Value>().await.unwrap()["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http
+        .get(format!("{query}/v1/patients/{id}/records"))
+        .bearer_auth(&clinician)
+        .header("x-min-position", p)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .get(format!("{query}/v1/patients/{id}/access-log"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(procs);
+
+    let mut scanned = 0;
+    for name in ["ingest", "projector", "query-api"] {
+        let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
+        assert!(
+            !text.is_empty(),
+            "{name} logged nothing: the scan would prove nothing"
+        );
+        for phi in [FAMILY, GIVEN, BIRTH_DATE, MRN] {
+            assert!(
+                !text.contains(phi),
+                "{name}'s log contains PHI ({} chars of it)",
+                phi.len()
+            );
+        }
+        scanned += text.lines().count();
+    }
+    eprintln!("scanned {scanned} log lines of 3 processes: no name, birth date or MRN");
+    let _ = std::fs::remove_dir_all(&logs);
+}
