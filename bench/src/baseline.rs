@@ -257,38 +257,47 @@ pub async fn bare_server(addr: &str, database_url: &str, connections: usize) -> 
         #[serde(rename = "type")]
         resource_type: Option<String>,
     }
+    /// Each request takes a connection to itself, as a pool does (no pipelining behind another
+    /// request's large result).
     struct Pool {
-        clients: Vec<tokio_postgres::Client>,
-        next: AtomicUsize,
+        give: tokio::sync::mpsc::Sender<tokio_postgres::Client>,
+        take: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<tokio_postgres::Client>>,
     }
     async fn records(
         State(pool): State<Arc<Pool>>,
         Path(id): Path<uuid::Uuid>,
         Query(p): Query<Params>,
     ) -> Result<Json<serde_json::Value>, StatusCode> {
-        let client = &pool.clients[pool.next.fetch_add(1, Ordering::Relaxed) % pool.clients.len()];
+        let client = pool
+            .take
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
         let rows = client
             .query(
                 "SELECT resource FROM records WHERE patient_id = $1 AND ($2::text IS NULL OR resource_type = $2)
                  ORDER BY resource_type, received_at, resource_id",
                 &[&id, &p.resource_type],
             )
-            .await
-            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            .await;
+        let _ = pool.give.send(client).await;
+        let rows = rows.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
         let records: Vec<serde_json::Value> = rows.iter().map(|r| r.get(0)).collect();
         Ok(Json(
             serde_json::json!({"records": records, "basis": "consent"}),
         ))
     }
-    let mut clients = Vec::new();
+    let (give, take) = tokio::sync::mpsc::channel(connections);
     for _ in 0..connections {
         let (client, conn) = tokio_postgres::connect(database_url, NoTls).await?;
         tokio::spawn(conn);
-        clients.push(client);
+        give.send(client).await?;
     }
     let pool = Arc::new(Pool {
-        clients,
-        next: AtomicUsize::new(0),
+        give,
+        take: tokio::sync::Mutex::new(take),
     });
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))

@@ -184,9 +184,11 @@ impl Report {
              \x20 the figure is 202 → 200. Baseline: the broker's own floor at the same rate, a bare producer's\n\
              \x20 acknowledgement of a group of {fr} messages → a bare consumer (same `fetch.wait.max.ms` as the\n\
              \x20 projector, {fw} ms) having seen all of them.\n\
-             - **query**: {qc} closed-loop clients for {qs} s against the query API (JWT, consent check, audit)\n\
-             \x20 and against a bare axum + tokio-postgres server (16 connections, same SQL and JSON shape, no\n\
-             \x20 authentication, consent or audit), run as a separate process, over the same {pat} patients.\n\
+             - **query**: {qc} closed-loop clients for {qs} s (after 1 s of warm-up) against the query API (JWT,\n\
+             \x20 patient and consent checks)\n\
+             \x20 and against a bare axum + tokio-postgres server (16 connections, same records SQL and JSON\n\
+             \x20 shape, no authentication or consent), run as a separate process, over the same {pat} patients:\n\
+             \x20 once for all of a patient's records, once for `?type=Patient` (one row).\n\
              - **projector replay**: a new database and a new projector process start from offset 0 of every\n\
              \x20 topic; events/s = events applied (sum of `projection_offsets.next_offset`) ÷ time from the\n\
              \x20 process start (migrations included) until the offsets pass every position ingest returned\n\
