@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use platform::{env_or, Secret};
@@ -13,6 +14,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a record may wait for the broker's acknowledgement before the request fails.
     pub delivery_timeout: Duration,
+    /// HL7 v2 over MLLP (`INGEST_MLLP_ADDR`); `off` disables it.
+    pub mllp_addr: Option<SocketAddr>,
+    /// The drop folder (`DROP_DIR`, else `$HIE_DATA_DIR/drop`); neither set disables it.
+    pub drop_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +40,20 @@ impl Config {
             jwt_secret: Secret::new(secret),
             max_body_bytes: parse("INGEST_MAX_BODY_BYTES", "67108864")?,
             delivery_timeout: Duration::from_millis(parse("INGEST_DELIVERY_TIMEOUT_MS", "5000")?),
+            mllp_addr: match env_or("INGEST_MLLP_ADDR", "127.0.0.1:2575").as_str() {
+                "off" | "" => None,
+                _ => Some(parse("INGEST_MLLP_ADDR", "127.0.0.1:2575")?),
+            },
+            drop_dir: drop_dir(),
         })
     }
+}
+
+fn drop_dir() -> Option<PathBuf> {
+    let set = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    set("DROP_DIR")
+        .map(PathBuf::from)
+        .or_else(|| set("HIE_DATA_DIR").map(|d| PathBuf::from(d).join("drop")))
 }
 
 fn parse<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>

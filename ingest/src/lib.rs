@@ -2,9 +2,13 @@
 //! publishes them to the event log; answers only once the broker made them durable.
 
 pub mod config;
+mod dropfolder;
 mod fhir;
+mod hl7;
 pub mod http;
+mod intake;
 mod metrics;
+mod mllp;
 mod publish;
 mod sources;
 
@@ -23,10 +27,24 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Run ingest on `listener` until `shutdown` resolves.
+/// Run ingest on `listener` (HTTP) and on `config.mllp_addr` until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let mllp = match config.mllp_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    run_with(config, listener, mllp, shutdown).await
+}
+
+/// Run ingest on the given listeners (tests pass port-0 ones) until `shutdown` resolves.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    mllp: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
@@ -36,16 +54,46 @@ pub async fn run(
         registry.clone(),
         config.kafka_brokers.clone(),
     ));
+    let publisher = publish::Publisher::new(producer);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    if let Some(mllp) = mllp {
+        let receiver = mllp::Receiver {
+            publisher: publisher.clone(),
+            registry: registry.clone(),
+            max_message_bytes: config.max_body_bytes,
+        };
+        workers.push(tokio::spawn(mllp::serve(
+            mllp,
+            Arc::new(receiver),
+            stopping.clone(),
+        )));
+    }
+    if let Some(root) = &config.drop_dir {
+        let drop_folder = dropfolder::DropFolder {
+            root: root.clone(),
+            publisher: publisher.clone(),
+            registry: registry.clone(),
+            max_line_bytes: config.max_body_bytes,
+        };
+        workers.push(tokio::spawn(drop_folder.watch(stopping.clone())));
+    }
     let state = http::AppState {
         verifier: Verifier::hs256(config.jwt_secret.expose().as_bytes()),
         config: Arc::new(config),
-        publisher: publish::Publisher::new(producer),
+        publisher,
         registry,
     };
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
     let served = axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await;
+    for worker in workers {
+        let _ = worker.await;
+    }
     follower.abort();
     // Whatever was accepted was already acknowledged; flush anything still in flight.
     use rdkafka::producer::Producer;

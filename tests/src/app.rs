@@ -29,6 +29,10 @@ impl Default for Services {
 
 pub struct TestApp {
     pub ingest: String,
+    /// Ingest's HL7 v2 over MLLP listener.
+    pub mllp: std::net::SocketAddr,
+    /// Ingest's drop folder, a fresh directory per app.
+    pub drop_dir: std::path::PathBuf,
     pub query: String,
     pub http: reqwest::Client,
     pub db: TestDb,
@@ -47,15 +51,21 @@ impl TestApp {
         let mut stops = Vec::new();
 
         let (listener, ingest) = listen().await;
+        let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mllp = mllp_listener.local_addr().unwrap();
+        let drop_dir = std::env::temp_dir().join(format!("hie-drop-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&drop_dir).unwrap();
         let config = ingest::Config {
             http_addr: listener.local_addr().unwrap(),
             kafka_brokers: broker.address(),
             jwt_secret: platform::Secret::new(SECRET.into()),
             max_body_bytes: services.max_body_bytes,
             delivery_timeout: Duration::from_secs(3),
+            mllp_addr: Some(mllp),
+            drop_dir: Some(drop_dir.clone()),
         };
         stops.push(spawn(|stop| async move {
-            ingest::run(config, listener, stop)
+            ingest::run_with(config, listener, Some(mllp_listener), stop)
                 .await
                 .map_err(|e| e.to_string())
         }));
@@ -92,6 +102,8 @@ impl TestApp {
 
         let app = TestApp {
             ingest,
+            mllp,
+            drop_dir,
             query,
             http: reqwest::Client::new(),
             db,
@@ -294,6 +306,7 @@ impl Drop for TestApp {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
+        let _ = std::fs::remove_dir_all(&self.drop_dir);
     }
 }
 

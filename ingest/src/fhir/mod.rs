@@ -4,5 +4,5 @@
 mod normalize;
 mod parse;
 
-pub use normalize::{normalize, Rejection, SourceContext};
-pub use parse::{parse_bundle, parse_ndjson, BundleKind};
+pub use normalize::{normalize, normalize_with, Record, Rejection, SourceContext};
+pub use parse::{ndjson_entry, parse_bundle, parse_ndjson, BundleKind, Entry};

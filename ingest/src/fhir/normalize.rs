@@ -252,12 +252,20 @@ struct Candidate {
 
 /// Normalize every entry; a bad entry is rejected on its own, the others go on.
 pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
+    normalize_with(entries, ctx, &mut HashMap::new())
+}
+
+/// `normalize`, where `patients` (`Patient/<id>` → who it is) carries the Patients of earlier
+/// chunks of the same file, so a file streamed in chunks resolves as if sent whole.
+pub fn normalize_with(
+    entries: Vec<Entry>,
+    ctx: &SourceContext,
+    patients: &mut HashMap<String, PatientIdentity>,
+) -> Normalized {
     let mut out = Normalized::default();
     let mut candidates = Vec::with_capacity(entries.len());
     // fullUrl and `Type/id` → the `Type/id` a reference is rewritten to.
     let mut targets: HashMap<String, String> = HashMap::new();
-    // `Type/id` of each Patient → who it is.
-    let mut patients: HashMap<String, PatientIdentity> = HashMap::new();
 
     for entry in entries {
         let reject = |error: String| Rejection {
@@ -306,7 +314,7 @@ pub fn normalize(entries: Vec<Entry>, ctx: &SourceContext) -> Normalized {
     }
 
     for mut c in candidates {
-        match finish(&mut c, &targets, &patients, ctx) {
+        match finish(&mut c, &targets, patients, ctx) {
             Ok((patient, last_updated)) => out.records.push(Record {
                 resource_type: c.resource_type,
                 resource_id: c.resource_id,

@@ -97,25 +97,28 @@ pub fn parse_ndjson(body: &[u8]) -> Result<Parsed, ParseError> {
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| {
-            let resource = match serde_json::from_str::<Value>(line) {
-                Ok(r @ Value::Object(_)) => Ok(r),
-                Ok(_) => Err("line is not a JSON object".to_string()),
-                Err(e) => Err(format!("line is not valid JSON: {}", json_error(&e))),
-            };
-            Entry {
-                index,
-                full_url: None,
-                resource,
-                raw: line.to_string(),
-            }
-        })
+        .map(|(index, line)| ndjson_entry(index, line))
         .collect();
     Ok(Parsed {
         kind: BundleKind::Ndjson,
         message_id: None,
         entries,
     })
+}
+
+/// One NDJSON line as an entry (the drop folder streams files line by line).
+pub fn ndjson_entry(index: usize, line: &str) -> Entry {
+    let resource = match serde_json::from_str::<Value>(line) {
+        Ok(r @ Value::Object(_)) => Ok(r),
+        Ok(_) => Err("line is not a JSON object".to_string()),
+        Err(e) => Err(format!("line is not valid JSON: {}", json_error(&e))),
+    };
+    Entry {
+        index,
+        full_url: None,
+        resource,
+        raw: line.to_string(),
+    }
 }
 
 /// serde_json's message names the position, never the content: safe to return.

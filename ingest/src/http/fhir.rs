@@ -5,11 +5,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use schemas::{now_micros, topics, RecordReceived, RecordRejected, SourceRegistered};
+use schemas::{now_micros, SourceRegistered};
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::fhir::{self, BundleKind, Rejection, SourceContext};
+use crate::fhir::{self, BundleKind, SourceContext};
+use crate::intake::{self, Provenance};
 
 pub async fn post_fhir(
     State(state): State<AppState>,
@@ -46,12 +47,12 @@ pub async fn post_fhir(
     };
     let normalized = fhir::normalize(parsed.entries, &ctx);
 
-    let dead_letters: Vec<(String, RecordRejected)> = normalized
-        .rejections
-        .iter()
-        .map(|r| dead_letter(&source, channel, &message_id, r, received_at))
-        .map(|e| (e.key(), e))
-        .collect();
+    let from = Provenance {
+        source: &source,
+        channel,
+        message_id: &message_id,
+        received_at,
+    };
     let rejected_json: Vec<Value> = normalized
         .rejections
         .iter()
@@ -59,54 +60,22 @@ pub async fn post_fhir(
         .collect();
 
     if parsed.kind == BundleKind::Transaction && !normalized.rejections.is_empty() {
-        state
-            .publisher
-            .publish_all(topics::DEAD_LETTERS.name, &dead_letters)
-            .await?;
-        crate::metrics::rejected(&source.source_id, channel, dead_letters.len());
+        intake::publish(&state.publisher, &from, Vec::new(), &normalized.rejections).await?;
         return Err(ApiError::TransactionRejected(Value::Array(rejected_json)));
     }
 
-    let sensitivity = if source.part2 { "part2" } else { "normal" };
-    let records: Vec<(String, RecordReceived)> = normalized
-        .records
-        .into_iter()
-        .map(|r| RecordReceived {
-            event_id: uuid::Uuid::new_v4().to_string(),
-            source_id: source.source_id.clone(),
-            organization_id: source.organization_id.clone(),
-            channel: channel.to_string(),
-            received_at,
-            message_id: message_id.clone(),
-            patient: r.patient,
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            version: r.last_updated.unwrap_or(received_at),
-            sensitivity: sensitivity.to_string(),
-            resource_json: r.resource.to_string(),
-        })
-        .map(|e| (e.key(), e))
-        .collect();
-
-    let (position, _) = tokio::try_join!(
-        state.publisher.publish_all(topics::RECORDS.name, &records),
-        state
-            .publisher
-            .publish_all(topics::DEAD_LETTERS.name, &dead_letters),
-    )?;
-    crate::metrics::published(&source.source_id, channel, records.len());
-    crate::metrics::rejected(&source.source_id, channel, dead_letters.len());
-    tracing::info!(
-        source = %source.source_id,
-        channel,
-        accepted = records.len(),
-        rejected = dead_letters.len(),
-        "records published"
-    );
+    let accepted = normalized.records.len();
+    let position = intake::publish(
+        &state.publisher,
+        &from,
+        normalized.records,
+        &normalized.rejections,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
-            "accepted": records.len(),
+            "accepted": accepted,
             "rejected": rejected_json,
             "position": position.encode(),
         })),
@@ -142,23 +111,4 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
             .trim()
             .to_ascii_lowercase(),
     )
-}
-
-fn dead_letter(
-    source: &SourceRegistered,
-    channel: &str,
-    message_id: &str,
-    rejection: &Rejection,
-    at: i64,
-) -> RecordRejected {
-    RecordRejected {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        rejected_at: at,
-        source_id: Some(source.source_id.clone()),
-        channel: channel.to_string(),
-        message_id: message_id.to_string(),
-        index: Some(rejection.index as i64),
-        reason: rejection.error.clone(),
-        payload: rejection.raw.clone(),
-    }
 }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod consent;
+mod hl7_mllp;
 mod phi_logs;
 mod privacy;
 mod projector_restart;

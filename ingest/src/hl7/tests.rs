@@ -1,0 +1,191 @@
+//! Mapping tests on the project's fixtures (`tests/fixtures/hl7/`): three facilities' styles.
+
+use serde_json::Value;
+
+use super::*;
+
+fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/../tests/fixtures/hl7/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn map(name: &str, aa: &str) -> Result<Vec<Record>, MapError> {
+    let text = fixture(name);
+    let msg = Message::parse(&text).unwrap();
+    let header = Header::read(&msg).unwrap();
+    let ctx = SourceContext {
+        source_id: header.source_id.clone(),
+        assigning_authority: aa.into(),
+    };
+    to_records(&msg, &header, &ctx)
+}
+
+fn find<'r>(records: &'r [Record], t: &str) -> Vec<&'r Value> {
+    records
+        .iter()
+        .filter(|r| r.resource_type == t)
+        .map(|r| &r.resource)
+        .collect()
+}
+
+const MERCY: &str = "urn:oid:2.16.840.1.113883.3.1001";
+
+#[test]
+fn a04_patient_and_encounter() {
+    let records = map("mercy_adt_a04.hl7", MERCY).unwrap();
+    assert_eq!(records.len(), 2);
+    let p = find(&records, "Patient")[0];
+    assert_eq!(records[0].patient.as_ref().unwrap().mrn, "MG12345");
+    assert_eq!(p["identifier"][0]["system"], MERCY);
+    assert_eq!(p["identifier"][0]["value"], "MG12345");
+    assert_eq!(p["identifier"][1]["system"], "urn:hie:authority:SSA");
+    assert_eq!(p["name"][0]["family"], "O'Neil");
+    assert_eq!(p["name"][0]["given"], serde_json::json!(["Mary", "Kate"]));
+    assert_eq!(p["name"][0]["use"], "official");
+    assert_eq!(p["name"][1]["use"], "maiden");
+    assert_eq!(p["birthDate"], "1980-02-03");
+    assert_eq!(p["gender"], "female");
+    assert_eq!(p["address"][0]["line"][0], "12 Main St & 3rd Ave");
+    assert_eq!(p["telecom"][1]["system"], "email");
+    assert_eq!(p["telecom"][1]["value"], "mary@example.org");
+    assert_eq!(p["meta"]["lastUpdated"], "2024-03-01T10:15:00-05:00");
+    assert_eq!(records[0].last_updated, Some(1_709_306_100_000_000));
+    let e = find(&records, "Encounter")[0];
+    assert_eq!(e["status"], "arrived");
+    assert_eq!(e["class"]["code"], "AMB");
+    assert_eq!(
+        e["subject"]["reference"],
+        format!("Patient/{}", p["id"].as_str().unwrap())
+    );
+    assert_eq!(e["identifier"][0]["value"], "V1001");
+    assert_eq!(e["period"]["start"], "2024-03-01T10:10:00-05:00");
+    assert_eq!(e["participant"][0]["individual"]["display"], "Marcus Welby");
+}
+
+#[test]
+fn a08_updates_the_same_resources_with_a_later_version() {
+    let first = map("mercy_adt_a04.hl7", MERCY).unwrap();
+    let update = map("mercy_adt_a08.hl7", MERCY).unwrap();
+    assert_eq!(first[0].resource_id, update[0].resource_id);
+    assert_eq!(first[1].resource_id, update[1].resource_id);
+    assert!(update[0].last_updated > first[0].last_updated);
+    assert_eq!(update[0].resource["name"][0]["family"], "O'Neil-Hart");
+    assert_eq!(update[1].resource["status"], "finished");
+}
+
+#[test]
+fn oru_report_and_observations() {
+    let records = map("mercy_oru_r01.hl7", MERCY).unwrap();
+    let report = find(&records, "DiagnosticReport")[0];
+    let obs = find(&records, "Observation");
+    assert_eq!(obs.len(), 6);
+    assert_eq!(report["status"], "final");
+    assert_eq!(report["code"]["coding"][0]["system"], "http://loinc.org");
+    assert_eq!(report["identifier"][0]["value"], "FIL-5501");
+    assert_eq!(report["result"].as_array().unwrap().len(), 6);
+    assert_eq!(report["issued"], "2024-03-02T11:55:00-05:00");
+    let glucose = obs[0];
+    assert_eq!(glucose["valueQuantity"]["value"], 182.0);
+    assert_eq!(glucose["valueQuantity"]["code"], "mg/dL");
+    assert_eq!(glucose["referenceRange"][0]["low"]["value"], 70.0);
+    assert_eq!(glucose["referenceRange"][0]["high"]["value"], 99.0);
+    assert_eq!(glucose["interpretation"][0]["coding"][0]["code"], "H");
+    assert_eq!(glucose["effectiveDateTime"], "2024-03-02T08:00:00-05:00");
+    assert_eq!(obs[2]["valueQuantity"]["comparator"], "<");
+    assert_eq!(obs[2]["valueQuantity"]["value"], 0.5);
+    assert_eq!(obs[3]["valueCodeableConcept"]["coding"][0]["code"], "YEL");
+    assert_eq!(
+        obs[3]["valueCodeableConcept"]["coding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(obs[4]["valueString"], "Sample slightly hemolyzed & lipemic");
+    assert_eq!(obs[4]["note"][0]["text"], "Repeat if clinically indicated.");
+    assert_eq!(obs[5]["valueString"], "Line one\nLine two | pipe");
+    // Every result has its own stable id.
+    let mut ids: Vec<_> = obs.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(
+        map("mercy_oru_r01.hl7", MERCY).unwrap()[0].resource_id,
+        records[0].resource_id
+    );
+}
+
+#[test]
+fn custom_separators_namespace_authority_and_admit_time_key() {
+    let records = map("riverside_adt_a01.hl7", "RIVERSIDE").unwrap();
+    assert_eq!(records.len(), 2);
+    let p = &records[0];
+    assert_eq!(p.patient.as_ref().unwrap().mrn, "RC-0042");
+    assert_eq!(p.resource["name"][0]["family"], "Tran");
+    assert_eq!(p.resource["gender"], "male");
+    assert!(p.resource.get("address").is_none());
+    let e = &records[1].resource;
+    assert_eq!(e["status"], "in-progress");
+    assert_eq!(e["class"]["code"], "IMP");
+    assert_eq!(e["location"][0]["location"]["display"], "WARD3 12 B");
+    assert_eq!(e["period"]["start"], "2024-03-05T11:55:00Z");
+}
+
+#[test]
+fn typed_mr_fallback_orc_order_number_and_odd_values() {
+    let records = map("valley_oru_r01.hl7", "urn:oid:1.3.6.1.4.1.99999").unwrap();
+    assert_eq!(records[0].patient.as_ref().unwrap().mrn, "L-5521");
+    let obs = find(&records, "Observation");
+    assert_eq!(obs[0]["valueRange"]["low"]["value"], 150.0);
+    assert_eq!(obs[0]["valueRange"]["high"]["value"], 400.0);
+    assert_eq!(obs[1]["valueRatio"]["denominator"]["value"], 2.0);
+    assert_eq!(obs[2]["valueString"], "<0.1");
+    assert_eq!(obs[2]["status"], "preliminary");
+    assert_eq!(obs[3]["status"], "cancelled");
+    assert!(obs[3].get("valueString").is_none());
+    let report = find(&records, "DiagnosticReport")[0];
+    assert_eq!(report["effectiveDateTime"], "2024-03-10T12:00:00+01:00");
+}
+
+#[test]
+fn rejections_name_fields_not_values() {
+    let text = fixture("mercy_adt_a04.hl7").replace(
+        "MG12345^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR",
+        "SECRET^^^ELSEWHERE^XX",
+    );
+    let msg = Message::parse(&text).unwrap();
+    let header = Header::read(&msg).unwrap();
+    let ctx = SourceContext {
+        source_id: "mercy".into(),
+        assigning_authority: MERCY.into(),
+    };
+    let err = to_records(&msg, &header, &ctx).unwrap_err();
+    assert!(matches!(err, MapError::Invalid(_)));
+    assert!(!err.to_string().contains("SECRET"));
+
+    let merge = fixture("mercy_adt_a08.hl7").replace("ADT^A08^ADT_A01", "ADT^A40^ADT_A39");
+    let msg = Message::parse(&merge).unwrap();
+    let header = Header::read(&msg).unwrap();
+    assert_eq!(
+        to_records(&msg, &header, &ctx).unwrap_err(),
+        MapError::MergeNotSupported
+    );
+
+    let old = fixture("mercy_adt_a08.hl7").replace("|2.5.1", "|2.2");
+    let msg = Message::parse(&old).unwrap();
+    let header = Header::read(&msg).unwrap();
+    assert_eq!(
+        to_records(&msg, &header, &ctx).unwrap_err(),
+        MapError::Version
+    );
+
+    let other = fixture("mercy_adt_a08.hl7").replace("ADT^A08^ADT_A01", "SIU^S12");
+    let msg = Message::parse(&other).unwrap();
+    let header = Header::read(&msg).unwrap();
+    assert_eq!(
+        to_records(&msg, &header, &ctx).unwrap_err().ack_code(),
+        AckCode::Reject
+    );
+}

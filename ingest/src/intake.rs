@@ -1,0 +1,100 @@
+//! The one way records enter the log, whatever the channel (HTTP, MLLP, drop folder): normalized
+//! records become `RecordReceived` events, rejections become `RecordRejected` dead letters, and
+//! both are published and acknowledged by the broker before the caller answers its sender.
+
+use schemas::{topics, Position, RecordReceived, RecordRejected, SourceRegistered};
+
+use crate::fhir::{Record, Rejection};
+use crate::publish::{PublishError, Publisher};
+
+/// Where a batch of records came from.
+#[derive(Debug, Clone)]
+pub struct Provenance<'a> {
+    pub source: &'a SourceRegistered,
+    pub channel: &'a str,
+    pub message_id: &'a str,
+    pub received_at: i64,
+}
+
+impl Provenance<'_> {
+    pub fn record_event(&self, r: Record) -> (String, RecordReceived) {
+        let sensitivity = if self.source.part2 { "part2" } else { "normal" };
+        let event = RecordReceived {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            source_id: self.source.source_id.clone(),
+            organization_id: self.source.organization_id.clone(),
+            channel: self.channel.to_string(),
+            received_at: self.received_at,
+            message_id: self.message_id.to_string(),
+            patient: r.patient,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            version: r.last_updated.unwrap_or(self.received_at),
+            sensitivity: sensitivity.to_string(),
+            resource_json: r.resource.to_string(),
+        };
+        (event.key(), event)
+    }
+
+    pub fn dead_letter(&self, rejection: &Rejection) -> (String, RecordRejected) {
+        let event = dead_letter(
+            Some(&self.source.source_id),
+            self.channel,
+            self.message_id,
+            Some(rejection.index as i64),
+            &rejection.error,
+            &rejection.raw,
+            self.received_at,
+        );
+        (event.key(), event)
+    }
+}
+
+/// A dead letter for input that may not even have a known source.
+pub fn dead_letter(
+    source_id: Option<&str>,
+    channel: &str,
+    message_id: &str,
+    index: Option<i64>,
+    reason: &str,
+    payload: &str,
+    at: i64,
+) -> RecordRejected {
+    RecordRejected {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        rejected_at: at,
+        source_id: source_id.map(str::to_string),
+        channel: channel.to_string(),
+        message_id: message_id.to_string(),
+        index,
+        reason: reason.to_string(),
+        payload: payload.to_string(),
+    }
+}
+
+/// Publish `records` and dead-letter `rejections`; returns once the broker acknowledged all,
+/// with where the records were written.
+pub async fn publish(
+    publisher: &Publisher,
+    from: &Provenance<'_>,
+    records: Vec<Record>,
+    rejections: &[Rejection],
+) -> Result<Position, PublishError> {
+    let records: Vec<_> = records.into_iter().map(|r| from.record_event(r)).collect();
+    let dead_letters: Vec<_> = rejections.iter().map(|r| from.dead_letter(r)).collect();
+    let (position, _) = tokio::try_join!(
+        publisher.publish_all(topics::RECORDS.name, &records),
+        publisher.publish_all(topics::DEAD_LETTERS.name, &dead_letters),
+    )?;
+    let source = from.source.source_id.as_str();
+    crate::metrics::published(source, from.channel, records.len());
+    crate::metrics::rejected(source, from.channel, dead_letters.len());
+    tracing::info!(
+        source,
+        channel = from.channel,
+        accepted = records.len(),
+        rejected = dead_letters.len(),
+        "records published"
+    );
+    Ok(position)
+}

@@ -1,0 +1,165 @@
+//! One HL7 v2 message in, its ACK out: find the source (MSH-4), map to records, publish, answer.
+
+use schemas::{now_micros, topics};
+
+use crate::fhir::SourceContext;
+use crate::hl7::{self, AckCode, Header, Message};
+use crate::intake::{self, Provenance};
+use crate::publish::Publisher;
+use crate::sources::Registry;
+
+pub const CHANNEL: &str = "hl7v2_mllp";
+
+pub struct Receiver {
+    pub publisher: Publisher,
+    pub registry: Registry,
+    pub max_message_bytes: usize,
+}
+
+impl Receiver {
+    /// The ACK for `bytes`. Anything not accepted is on the dead-letter topic before the ACK
+    /// goes out, except when the broker itself is unavailable (then the sender must resend).
+    pub async fn receive(&self, bytes: &[u8]) -> String {
+        let received_at = now_micros();
+        let text = decode(bytes);
+        let msg = match Message::parse(&text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let reason = format!("unreadable HL7 v2 message: {e}");
+                return self
+                    .reject(
+                        None,
+                        None,
+                        "",
+                        AckCode::Reject,
+                        "100",
+                        &reason,
+                        &text,
+                        received_at,
+                    )
+                    .await;
+            }
+        };
+        let header = match Header::read(&msg) {
+            Ok(h) => h,
+            Err(e) => {
+                return self
+                    .reject(
+                        Some(&msg),
+                        None,
+                        "",
+                        AckCode::Reject,
+                        e.hl7_code(),
+                        &e.to_string(),
+                        &text,
+                        received_at,
+                    )
+                    .await
+            }
+        };
+        if !self.registry.is_caught_up() {
+            return hl7::ack(
+                Some(&msg),
+                AckCode::Reject,
+                Some(("207", "the source registry is still loading; resend later")),
+            );
+        }
+        let Some(source) = self.registry.get(&header.source_id) else {
+            let reason = "the sending facility (MSH-4) is not a registered source";
+            return self
+                .reject(
+                    Some(&msg),
+                    None,
+                    &header.control_id,
+                    AckCode::Reject,
+                    "204",
+                    reason,
+                    &text,
+                    received_at,
+                )
+                .await;
+        };
+        let ctx = SourceContext {
+            source_id: source.source_id.clone(),
+            assigning_authority: source.assigning_authority.clone(),
+        };
+        let records = match hl7::to_records(&msg, &header, &ctx) {
+            Ok(records) => records,
+            Err(e) => {
+                return self
+                    .reject(
+                        Some(&msg),
+                        Some(&source.source_id),
+                        &header.control_id,
+                        e.ack_code(),
+                        e.hl7_code(),
+                        &e.to_string(),
+                        &text,
+                        received_at,
+                    )
+                    .await
+            }
+        };
+        let from = Provenance {
+            source: &source,
+            channel: CHANNEL,
+            message_id: &header.control_id,
+            received_at,
+        };
+        match intake::publish(&self.publisher, &from, records, &[]).await {
+            Ok(_) => hl7::ack(Some(&msg), AckCode::Accept, None),
+            Err(e) => {
+                tracing::error!(source = %source.source_id, error = %e, "HL7 message not published");
+                hl7::ack(
+                    Some(&msg),
+                    AckCode::Reject,
+                    Some(("207", "the event log is unavailable; resend later")),
+                )
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reject(
+        &self,
+        msg: Option<&Message<'_>>,
+        source_id: Option<&str>,
+        control_id: &str,
+        code: AckCode,
+        hl7_code: &str,
+        reason: &str,
+        raw: &str,
+        at: i64,
+    ) -> String {
+        let letter = intake::dead_letter(source_id, CHANNEL, control_id, None, reason, raw, at);
+        let published = self
+            .publisher
+            .publish(topics::DEAD_LETTERS.name, &letter.key(), &letter)
+            .await;
+        crate::metrics::rejected(source_id.unwrap_or("unknown"), CHANNEL, 1);
+        tracing::info!(
+            source = source_id.unwrap_or("unknown"),
+            hl7_code,
+            "HL7 message rejected"
+        );
+        match published {
+            Ok(_) => hl7::ack(msg, code, Some((hl7_code, reason))),
+            Err(e) => {
+                tracing::error!(error = %e, "dead letter not published");
+                hl7::ack(
+                    msg,
+                    AckCode::Reject,
+                    Some(("207", "the event log is unavailable; resend later")),
+                )
+            }
+        }
+    }
+}
+
+/// UTF-8 when it is; otherwise each byte as its Latin-1 character (the usual 8-bit HL7 charset).
+fn decode(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => bytes.iter().map(|b| *b as char).collect(),
+    }
+}
