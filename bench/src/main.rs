@@ -35,9 +35,10 @@ struct Cli {
     /// Small sizes, for trying the harness out (about a minute).
     #[arg(long)]
     quick: bool,
-    /// Where the report goes, relative to the workspace; `-` for nowhere.
-    #[arg(long, default_value = "docs/benchmarks.md")]
-    out: String,
+    /// Where the report goes, relative to the workspace; `-` for nowhere. Default:
+    /// docs/benchmarks.md, or nowhere with --quick.
+    #[arg(long)]
+    out: Option<String>,
     #[command(flatten)]
     sizes: Sizes,
 }
@@ -135,8 +136,11 @@ fn main() -> Result<()> {
             let report = rt.block_on(run_all(&sizes))?;
             let md = report.markdown(&command_line());
             println!("\n{}", report.table());
-            if cli.out != "-" {
-                let path = workspace().join(&cli.out);
+            let out = cli
+                .out
+                .unwrap_or_else(|| if cli.quick { "-" } else { "docs/benchmarks.md" }.to_string());
+            if out != "-" {
+                let path = workspace().join(&out);
                 std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
