@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod consent;
+mod drop_folder;
 mod hl7_mllp;
 mod phi_logs;
 mod privacy;
