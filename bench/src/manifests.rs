@@ -286,7 +286,7 @@ impl Checker<'_> {
         binary: &str,
         env: &BTreeMap<String, String>,
         helpers: &BTreeSet<String>,
-    ) -> Option<u16> {
+    ) -> Option<Listens> {
         let known = self.project.all_env();
         for name in env.keys() {
             if !known.contains(name) && !helpers.contains(name) {
@@ -296,27 +296,39 @@ impl Checker<'_> {
                 );
             }
         }
-        let (var, default_port) = self.project.http_port(binary)?;
-        match env.get(&var) {
-            Some(addr) => {
-                let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                if port != Some(default_port) {
-                    self.problem(
-                        file,
-                        format!("{what}: {var}={addr} is not {binary}'s port {default_port}"),
-                    );
-                }
-                if !addr.starts_with("0.0.0.0:") && !addr.starts_with("[::]:") {
-                    self.problem(
-                        file,
-                        format!("{what}: {var} must bind 0.0.0.0 in a container"),
-                    );
-                }
+        let (http_var, http_port) = self.project.http_port(binary)?;
+        let reads = self.project.env.get(binary).cloned().unwrap_or_default();
+        let mut listens = BTreeSet::new();
+        for (var, default_port) in self.project.addr_ports.clone() {
+            if !reads.contains(&var) {
+                continue;
             }
-            None => self.problem(
-                file,
-                format!("{what}: {var} is not set (the default binds 127.0.0.1 only)"),
-            ),
+            match env.get(&var) {
+                // Switched off (e.g. INGEST_MLLP_ADDR=off): listens nowhere.
+                Some(addr) if !addr.contains(':') => {}
+                Some(addr) => {
+                    let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    if port != Some(default_port) {
+                        self.problem(
+                            file,
+                            format!("{what}: {var}={addr} is not {binary}'s port {default_port}"),
+                        );
+                    }
+                    if !addr.starts_with("0.0.0.0:") && !addr.starts_with("[::]:") {
+                        self.problem(
+                            file,
+                            format!("{what}: {var} must bind 0.0.0.0 in a container"),
+                        );
+                    }
+                    listens.insert(default_port);
+                }
+                None if var == http_var => self.problem(
+                    file,
+                    format!("{what}: {var} is not set (the default binds 127.0.0.1 only)"),
+                ),
+                // Unset: the default binds 127.0.0.1, unreachable from outside the container.
+                None => {}
+            }
         }
         for required in ["KAFKA_BROKERS", "DATABASE_URL", "HIE_JWT_SECRET"] {
             let reads = self
@@ -333,8 +345,17 @@ impl Checker<'_> {
                 );
             }
         }
-        Some(default_port)
+        Some(Listens {
+            http: http_port,
+            all: listens,
+        })
     }
+}
+
+/// Where a project container listens: its HTTP port, and every port it binds reachably.
+struct Listens {
+    http: u16,
+    all: BTreeSet<u16>,
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -586,13 +607,14 @@ fn check_compose(c: &mut Checker, file: &Path, doc: &Value) -> ComposeServices {
                     ),
                 }
                 let binary = c.binary(file, &what, svc.get("command"));
-                let port = binary
+                let listens = binary
                     .as_deref()
                     .and_then(|b| c.project_env(file, &what, b, &env, &BTreeSet::new()));
+                let port = listens.as_ref().map(|l| l.http);
                 let mut ports = container_ports(svc.get("ports"));
                 ports.extend(container_ports(svc.get("expose")));
                 for p in &ports {
-                    if Some(*p) != port {
+                    if !listens.as_ref().is_some_and(|l| l.all.contains(p)) {
                         c.problem(
                             file,
                             format!("{what} publishes port {p}, where it does not listen"),
@@ -934,7 +956,8 @@ fn check_k8s(c: &mut Checker, docs: &[(PathBuf, Value)]) {
                     }
                 }
             }
-            let port = c.project_env(file, &what, &binary, &env, &helpers);
+            let listens = c.project_env(file, &what, &binary, &env, &helpers);
+            let http = listens.as_ref().map(|l| l.http);
             for p in ct
                 .get("ports")
                 .and_then(Value::as_sequence)
@@ -947,7 +970,7 @@ fn check_k8s(c: &mut Checker, docs: &[(PathBuf, Value)]) {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                if Some(number) != port {
+                if !listens.as_ref().is_some_and(|l| l.all.contains(&number)) {
                     c.problem(
                         file,
                         format!("{what}: containerPort {number}, where it does not listen"),
@@ -960,7 +983,9 @@ fn check_k8s(c: &mut Checker, docs: &[(PathBuf, Value)]) {
                     Some(h) => {
                         let path = h.get("path").and_then(Value::as_str).unwrap_or_default();
                         let p = h.get("port").and_then(scalar).unwrap_or_default();
-                        let matches = ports.iter().any(|(n, num)| *n == p || num.to_string() == p);
+                        let matches = ports.iter().any(|(n, num)| {
+                            Some(*num) == http && (*n == p || num.to_string() == p)
+                        });
                         if path != "/healthz" || !matches {
                             c.problem(
                                 file,

@@ -60,6 +60,11 @@ fn the_check_finds_what_the_project_does_not_have() {
         "image: mysql:8",
     );
     edit(
+        "deploy/compose/docker-compose.yml",
+        "\"2575:2575\"",
+        "\"2576:2576\"",
+    );
+    edit(
         "deploy/k8s/projector.yaml",
         "value: $(POD_INDEX)/3",
         "value: $(POD_INDEX)/4",
@@ -85,6 +90,7 @@ fn the_check_finds_what_the_project_does_not_have() {
         "INGEST_HTTP_ADDR=0.0.0.0:8082 is not ingest's port 8081",
         "INGEST_TURBO is not read by any service",
         "image mysql:8",
+        "publishes port 2576, where it does not listen",
         "PROJECTOR_INSTANCE's count must equal replicas",
         "\"query-server\", which is not a binary",
         "metric hie_projector_batch_millis_bucket",
