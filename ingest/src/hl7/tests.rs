@@ -189,3 +189,43 @@ fn rejections_name_fields_not_values() {
         AckCode::Reject
     );
 }
+
+/// A cheap stand-in for a fuzz target: random messages built from the characters that matter
+/// never panic the parser or the mapping.
+#[test]
+fn random_messages_never_panic() {
+    let alphabet: Vec<char> = "MSHPIDOBXRV1|^~\\&#$*!%\r\nA0123456789.-+ "
+        .chars()
+        .collect();
+    let heads = [
+        "MSH|^~\\&|",
+        "MSH#$*!%#",
+        "MSH|^~\\&|A|F|B|G|20240101||ORU^R01|1|P|2.5\rPID|||",
+        "MSH|^~\\&|A|F|B|G|20240101||ORU^R01|1|P|2.5\rPID|||1^^^F^MR\rOBR|1||F1|C^D^LN\rOBX|1|",
+        "MSH|^~\\&|A|F|B|G|20240101||ADT^A01|1|P|2.5\rPID|||1^^^F^MR|",
+        "",
+    ];
+    let ctx = SourceContext {
+        source_id: "F".into(),
+        assigning_authority: "F".into(),
+    };
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let mut text = heads[(next() % heads.len() as u64) as usize].to_string();
+        for _ in 0..(next() % 120) {
+            text.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+        }
+        if let Ok(msg) = Message::parse(&text) {
+            if let Ok(header) = Header::read(&msg) {
+                let _ = to_records(&msg, &header, &ctx);
+            }
+            let _ = ack(Some(&msg), AckCode::Error, Some(("101", "x")));
+        }
+    }
+}
