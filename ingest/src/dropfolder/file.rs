@@ -237,7 +237,12 @@ impl Batch<'_> {
         counts.rejected += rejections.len();
         if accepted > 0 {
             counts.first.get_or_insert_with(|| position.clone());
-            counts.last = Some(position);
+            // Every partition the file wrote, at its highest offset: a read that waits for it
+            // sees the whole file, not only the last chunk's partitions.
+            counts
+                .last
+                .get_or_insert_with(Position::new)
+                .merge(&position);
         }
         Ok(())
     }

@@ -13,7 +13,10 @@ pub struct Receipt {
     pub sha256: String,
     pub accepted: usize,
     pub rejected: usize,
+    /// Where the first chunk of records was written (a position token).
     pub first_position: Option<String>,
+    /// Every partition the file wrote to, at its highest offset: `X-Min-Position` with it waits
+    /// for the whole file.
     pub last_position: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<String>,

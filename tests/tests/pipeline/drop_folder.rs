@@ -238,6 +238,31 @@ async fn hl7_batch_file_and_a_file_that_is_not_ours() {
         .is_file());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_json_file_and_a_malformed_one() {
+    let app = TestApp::spawn().await;
+    app.register_source("lab", "org-drop", AA).await;
+    app.consent(AA, "D3", "org-drop", "grant").await;
+    let bundle = crate::bundle(AA, "D3", "p3", &[("b1", "2024-03-01T10:00:00Z", 7.0)]);
+    drop_file(&app, "lab", "bundle.json", bundle.to_string().as_bytes());
+    let r = receipt(&app, "lab", "done", "bundle.json", Duration::from_secs(10)).await;
+    assert_eq!(r["accepted"], 2, "{r}");
+    let position = r["last_position"].as_str().unwrap();
+    assert_eq!(observations(&app, "D3", position).await.len(), 1);
+
+    drop_file(&app, "lab", "broken.json", b"{\"resourceType\": \"Bundle\"");
+    let r = receipt(
+        &app,
+        "lab",
+        "failed",
+        "broken.json",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(r["accepted"], 0);
+    assert!(r["error"].as_str().unwrap().contains("JSON"), "{r}");
+}
+
 /// A file left in `processing/` (ingest was killed after claiming it, maybe after publishing
 /// part of it) is finished on the next start; what was already published is not doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,6 +257,10 @@ async fn rejected_messages_get_ae_or_ar_with_err_and_are_dead_lettered() {
 
     // The same connection still takes good messages.
     assert_eq!(conn.send(&a08).await.code(), "AA");
+    // MSH-10 is unique only per source and day: another message reusing it is still taken.
+    let same_control_id = a08.replace("MG12345^", "MG99999^");
+    assert_eq!(conn.send(&same_control_id).await.code(), "AA");
+    patient_id_when_known(&app, MERCY_AA, "MG99999").await;
 
     let db = app.db.client().await;
     let mut rows = Vec::new();
