@@ -93,7 +93,7 @@ impl<'a> Message<'a> {
                 let name = fields[0];
                 if name == "MSH" || name == "FHS" || name == "BHS" {
                     // MSH-1 is the separator itself; what follows the name is MSH-2.
-                    let sep = &line[3..3 + field.len_utf8()];
+                    let sep = line.get(3..3 + field.len_utf8()).unwrap_or("");
                     fields.insert(1, sep);
                 }
                 Segment { name, fields }
@@ -317,9 +317,12 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap stand-in for fuzzing: every prefix and odd slicing of a tricky message.
-        let text = "MSH|^~\\&|A|B\rPID|1||\\X4\\~^^^&&~\rOBX|1|SN|^~\\";
+        let text = "MSH|^~\\&|A|B\rPID|1||\\X4\\~^^^&&~\rMSH\rMSHé|x\rOBX|1|SN|^~\\";
         for end in 0..=text.len() {
-            if let Ok(m) = Message::parse(&text[..end]) {
+            let Some(prefix) = text.get(..end) else {
+                continue;
+            };
+            if let Ok(m) = Message::parse(prefix) {
                 for s in &m.segments {
                     for n in 0..8 {
                         for r in s.field(n).repetitions(&m.separators) {
