@@ -184,10 +184,11 @@ impl Report {
              \x20 the figure is 202 → 200. Baseline: the broker's own floor at the same rate, a bare producer's\n\
              \x20 acknowledgement of a group of {fr} messages → a bare consumer (same `fetch.wait.max.ms` as the\n\
              \x20 projector, {fw} ms) having seen all of them.\n\
-             - **query**: {qc} closed-loop clients for {qs} s (after 1 s of warm-up) against the query API (JWT,\n\
-             \x20 patient and consent checks)\n\
-             \x20 and against a bare axum + tokio-postgres server (16 connections, same records SQL and JSON\n\
-             \x20 shape, no authentication or consent), run as a separate process, over the same {pat} patients:\n\
+             - **query**: {qc} closed-loop clients for {qs} s (after 1 s of warm-up) against the query API (all it\n\
+             \x20 does per read: JWT, patient and consent checks, and the audit event it makes durable on the\n\
+             \x20 broker before answering) and against a bare axum + tokio-postgres server (16 connections, same\n\
+             \x20 records SQL and JSON shape, no authentication, consent or audit), run as a separate process,\n\
+             \x20 over the same {pat} patients:\n\
              \x20 once for all of a patient's records, once for `?type=Patient` (one row).\n\
              - **projector replay**: a new database and a new projector process start from offset 0 of every\n\
              \x20 topic; events/s = events applied (sum of `projection_offsets.next_offset`) ÷ time from the\n\
