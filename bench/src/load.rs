@@ -15,6 +15,9 @@ pub const SOURCE: &str = "bench-lab";
 pub const SOURCE_ORG: &str = "org-bench-lab";
 pub const READER_ORG: &str = "org-bench-reader";
 
+/// The user id of `token(_, "org-hie", ..)`, the bootstrap admin of the benchmark's query API.
+pub const ADMIN_SUB: &str = "bench-org-hie";
+
 pub fn token(secret: &str, org: &str, roles: &[&str]) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

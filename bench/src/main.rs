@@ -183,6 +183,18 @@ async fn run_all(sizes: &Sizes) -> Result<Report> {
     let services = Services::start(&http, &brokers, &db.url(), &secret).await?;
     let admin = load::token(&secret, "org-hie", &["admin"]);
     let source_key = Api::register_source(&http, &services.ingest.base_url(), &admin).await?;
+    // The query API honours tokens of active accounts only: create the reader's.
+    let reader_account = http
+        .put(format!("{}/v1/users/bench-{}", services.query.base_url(), load::READER_ORG))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"email": "bench@reader.example", "organization_id": load::READER_ORG, "roles": ["physician"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        reader_account.status().is_success(),
+        "creating the reader's account: {}",
+        reader_account.status()
+    );
     let api = Arc::new(Api {
         http: http.clone(),
         ingest: services.ingest.base_url(),

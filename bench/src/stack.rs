@@ -208,6 +208,8 @@ impl Services {
                 ("DATABASE_URL", database_url.to_string()),
                 ("HIE_JWT_SECRET", secret.to_string()),
                 ("QUERY_HTTP_ADDR", query_addr.clone()),
+                // The admin token's user: honoured without an account, to create the reader's.
+                ("HIE_BOOTSTRAP_ADMIN", crate::load::ADMIN_SUB.to_string()),
             ],
         )?;
         query.wait_healthy(http, Duration::from_secs(60)).await?;

@@ -47,6 +47,34 @@ const PRIVACY: User = User {
     roles: &["privacy_officer"],
 };
 
+/// Every demo user; each gets an account, since tokens are honoured for active accounts only.
+pub const DEMO_USERS: [&User<'static>; 4] = [&ADMIN, &PHYSICIAN, &NURSE, &PRIVACY];
+
+/// Create or update the accounts of `users` at the query API, as the bootstrap admin
+/// (`HIE_BOOTSTRAP_ADMIN=hie-admin`, which `deploy/local/up` sets).
+pub async fn ensure_accounts(secret: &str, query: &str, users: &[&User<'_>]) -> Result<()> {
+    let admin = token::mint(secret, &ADMIN, TTL)?;
+    let client = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    for user in users {
+        let r = client
+            .put(format!("{query}/v1/users/{}", user.sub))
+            .bearer_auth(&admin)
+            .json(&json!({"email": user.email, "organization_id": user.org, "roles": user.roles}))
+            .send()
+            .await
+            .with_context(|| format!("creating the account of {}", user.sub))?;
+        if !r.status().is_success() {
+            bail!(
+                "creating the account of {}: {} {}",
+                user.sub,
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Consents on our own people, identified by their mercy-hospital MRN. E gets none, so the
 /// examples can show "no decision recorded".
 const CONSENTS: [(char, &str, &str); 4] = [
@@ -87,6 +115,7 @@ pub async fn run(args: Args) -> Result<()> {
     let physician = token::mint(&secret, &PHYSICIAN, TTL)?;
     let ingest = args.ingest.trim_end_matches('/');
     let query = args.query.trim_end_matches('/');
+    ensure_accounts(&secret, query, &DEMO_USERS).await?;
     let client = Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

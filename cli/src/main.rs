@@ -39,9 +39,16 @@ enum Command {
         roles: Vec<String>,
         #[arg(long, default_value_t = 12)]
         ttl_hours: u64,
+        /// Also create or update this user's account at this query API (the services honour
+        /// tokens of active accounts only), as the bootstrap admin `hie-admin`.
+        #[arg(long, value_name = "QUERY_URL")]
+        register: Option<String>,
     },
-    /// Print tokens (valid 12 h) for the demo users, as shell `export` lines.
-    Tokens,
+    /// Create the demo users' accounts, then print their tokens (valid 12 h) as `export` lines.
+    Tokens {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        query: String,
+    },
     /// Register the demo sources, load the demo data set and print tokens and curl examples.
     Demo {
         #[arg(long, default_value = "http://127.0.0.1:8081")]
@@ -77,6 +84,7 @@ async fn run(cli: Cli) -> Result<()> {
             org,
             roles,
             ttl_hours,
+            register,
         } => {
             let roles: Vec<&str> = roles.iter().map(|r| r.trim()).collect();
             let user = token::User {
@@ -86,14 +94,19 @@ async fn run(cli: Cli) -> Result<()> {
                 roles: &roles,
             };
             let secret = token::secret_from_env()?;
+            if let Some(query) = register {
+                demo::ensure_accounts(&secret, query.trim_end_matches('/'), &[&user]).await?;
+            }
             println!(
                 "{}",
                 token::mint(&secret, &user, Duration::from_secs(ttl_hours * 3600))?
             );
             Ok(())
         }
-        Command::Tokens => {
-            demo::print_tokens(&demo::demo_tokens(&token::secret_from_env()?)?);
+        Command::Tokens { query } => {
+            let secret = token::secret_from_env()?;
+            demo::ensure_accounts(&secret, query.trim_end_matches('/'), &demo::DEMO_USERS).await?;
+            demo::print_tokens(&demo::demo_tokens(&secret)?);
             Ok(())
         }
         Command::Demo {

@@ -65,3 +65,64 @@ pub async fn ensure_topics(brokers: &str, topics: &[&TopicSpec]) -> Result<(), K
     }
     Ok(())
 }
+
+/// Replay `topic` from its beginning, then follow it, handing each event to `apply` in log order.
+/// `caught_up` becomes true once every partition's end, as it was at start, has been read. Runs
+/// until the process stops; reconnects after errors. Undecodable events are logged and skipped.
+pub async fn follow<E: schemas::Event>(
+    brokers: String,
+    topic: &'static TopicSpec,
+    caught_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut apply: impl FnMut(E) + Send,
+) {
+    loop {
+        if let Err(e) = follow_once(&brokers, topic, &caught_up, &mut apply).await {
+            tracing::warn!(topic = topic.name, error = %e, "topic follower failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn follow_once<E: schemas::Event>(
+    brokers: &str,
+    topic: &'static TopicSpec,
+    caught_up: &std::sync::atomic::AtomicBool,
+    apply: &mut (impl FnMut(E) + Send),
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    use std::sync::atomic::Ordering;
+
+    let consumer: StreamConsumer = client_config(brokers)
+        // Assigned, not subscribed: the group id only satisfies the client; nothing is committed.
+        .set("group.id", format!("follower-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..topic.partitions {
+        tpl.add_partition_offset(topic.name, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut at_end = vec![false; topic.partitions as usize];
+    loop {
+        match consumer.recv().await {
+            Ok(msg) => match msg.payload().map(schemas::decode::<E>) {
+                Some(Ok(event)) => apply(event),
+                Some(Err(e)) => {
+                    tracing::error!(topic = topic.name, offset = msg.offset(), error = %e, "undecodable event skipped")
+                }
+                None => {}
+            },
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                if let Some(flag) = at_end.get_mut(p as usize) {
+                    *flag = true;
+                }
+                if at_end.iter().all(|f| *f) && !caught_up.swap(true, Ordering::AcqRel) {
+                    tracing::info!(topic = topic.name, "caught up");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 use platform::auth::{Role, User};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use schemas::{now_micros, topics, AccessRecorded, BreakGlassRecorded, Event, Position};
+use schemas::{
+    now_micros, topics, AccessRecorded, AccountRecorded, BreakGlassRecorded, Event, Position,
+};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,12 @@ impl Auditor {
         self.publish(topics::ACCESS.name, &event.patient_id, &event)
             .await
             .map(|_| ())
+    }
+
+    /// Record an account's new state; returns its position once durable.
+    pub async fn account(&self, event: &AccountRecorded) -> Result<Position, AuditError> {
+        self.publish(topics::ACCOUNTS.name, &event.user_id, event)
+            .await
     }
 
     /// Record a Break-the-Glass grant; returns its position once durable.

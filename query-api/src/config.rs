@@ -33,6 +33,9 @@ pub struct Config {
     pub audit_timeout: Duration,
     /// How long a Break-the-Glass grant lasts (DOMAIN.md: configurable, default 24 h).
     pub break_glass_ttl: Duration,
+    /// A user id whose admin tokens are honoured without an account, to create the first
+    /// accounts (`HIE_BOOTSTRAP_ADMIN`); none by default.
+    pub bootstrap_admin: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("kafka_brokers", &self.kafka_brokers)
             .field("audit_timeout", &self.audit_timeout)
             .field("break_glass_ttl", &self.break_glass_ttl)
+            .field("bootstrap_admin", &self.bootstrap_admin)
             .finish()
     }
 }
@@ -85,6 +89,7 @@ impl Config {
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
             audit_timeout: Duration::from_millis(seconds("QUERY_AUDIT_TIMEOUT_MS", "5000")?),
             break_glass_ttl: Duration::from_secs(seconds("BREAK_GLASS_TTL_SECONDS", "86400")?),
+            bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
         })
     }
 }

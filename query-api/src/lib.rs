@@ -1,5 +1,6 @@
 //! Query API: consent-filtered reads of the views the projector keeps.
 
+mod accounts;
 mod audit;
 pub mod config;
 pub mod consent;
@@ -47,15 +48,27 @@ pub async fn run(
         .build()
         .map_err(|e| StartError::Database(e.to_string()))?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
+    let accounts = accounts::Accounts::new(config.bootstrap_admin.clone());
+    let follower = {
+        let (accounts, brokers) = (accounts.clone(), config.kafka_brokers.clone());
+        tokio::spawn(platform::kafka::follow(
+            brokers,
+            &schemas::topics::ACCOUNTS,
+            accounts.caught_up_flag(),
+            move |event| accounts.apply(event),
+        ))
+    };
     let state = http::AppState {
+        accounts,
         verifier: config.jwt.verifier()?,
         auditor: audit::Auditor::new(&config.kafka_brokers, config.audit_timeout)?,
         config: Arc::new(config),
         pool,
     };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
-    axum::serve(listener, http::router(state))
+    let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .await;
+    follower.abort();
+    Ok(served?)
 }

@@ -131,5 +131,6 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
         (SourceRegistered::NAME, SourceRegistered::schemas()),
         (AccessRecorded::NAME, AccessRecorded::schemas()),
         (BreakGlassRecorded::NAME, BreakGlassRecorded::schemas()),
+        (AccountRecorded::NAME, AccountRecorded::schemas()),
     ]
 }

@@ -136,3 +136,16 @@ pub struct BreakGlassRecorded {
     pub expires_at: i64,
 }
 avro_event!(BreakGlassRecorded, "break_glass_recorded", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountRecorded {
+    pub event_id: String,
+    pub at: i64,
+    pub user_id: String,
+    pub email: String,
+    pub organization_id: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub recorded_by: String,
+}
+avro_event!(AccountRecorded, "account_recorded", ["v1"]);

@@ -37,11 +37,18 @@ pub const BREAK_GLASS: TopicSpec = TopicSpec {
     partitions: 1,
 };
 
-pub const ALL: [&TopicSpec; 6] = [
+/// User accounts, keyed by user id; one partition, so every reader applies them in one order.
+pub const ACCOUNTS: TopicSpec = TopicSpec {
+    name: "hie.accounts",
+    partitions: 1,
+};
+
+pub const ALL: [&TopicSpec; 7] = [
     &RECORDS,
     &CONSENTS,
     &SOURCES,
     &DEAD_LETTERS,
     &ACCESS,
     &BREAK_GLASS,
+    &ACCOUNTS,
 ];

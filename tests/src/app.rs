@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 use crate::{Broker, TestDb};
 
 const SECRET: &str = "integration-test-secret";
+/// The user id the query API honours as an admin without an account (`HIE_BOOTSTRAP_ADMIN`).
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 
 /// Which services a test wants, and how.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub broker: Broker,
     stops: Vec<oneshot::Sender<()>>,
+    /// Accounts created so far, as `sub|org|roles`.
+    accounts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl TestApp {
@@ -93,6 +97,7 @@ impl TestApp {
             kafka_brokers: broker.address(),
             audit_timeout: Duration::from_secs(3),
             break_glass_ttl: Duration::from_secs(24 * 3600),
+            bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         };
         stops.push(spawn(|stop| async move {
             query_api::run(config, listener, stop)
@@ -109,6 +114,7 @@ impl TestApp {
             db,
             broker,
             stops,
+            accounts: Default::default(),
         };
         app.wait_healthy(&app.ingest).await;
         app.wait_healthy(&app.query).await;
@@ -145,8 +151,59 @@ impl TestApp {
         self.user_token(&format!("user-{org}-{}", roles.join("-")), org, roles)
     }
 
-    /// A token for user `sub` of `org` with `roles`.
+    /// A token for user `sub` of `org` with `roles`, whose account is created first (through the
+    /// admin API) unless it exists already: the query API honours tokens of accounts only.
     pub fn user_token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
+        if sub != BOOTSTRAP_ADMIN {
+            self.ensure_account(sub, org, roles);
+        }
+        self.sign(sub, org, roles)
+    }
+
+    /// A token whose account is NOT created: for tests of what happens to strangers.
+    pub fn unregistered_token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
+        self.sign(sub, org, roles)
+    }
+
+    /// Create or update the account `sub` (active) through `PUT /v1/users/{sub}`.
+    pub fn ensure_account(&self, sub: &str, org: &str, roles: &[&str]) {
+        let key = format!("{sub}|{org}|{}", roles.join(","));
+        if !self.accounts.lock().unwrap().insert(key) {
+            return;
+        }
+        let body = json!({"email": format!("{sub}@{org}.example"), "organization_id": org, "roles": roles});
+        let status = self.put_user_blocking(sub, &body);
+        assert!(status.is_success(), "creating account {sub}: {status}");
+    }
+
+    /// `PUT /v1/users/{sub}` as the bootstrap admin. Blocking, so `user_token` can stay a plain
+    /// function: it runs on its own thread and runtime while the services keep this one's.
+    pub fn put_user_blocking(&self, sub: &str, body: &Value) -> StatusCode {
+        let url = format!("{}/v1/users/{sub}", self.query);
+        let admin = self.admin();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    reqwest::Client::new()
+                        .put(&url)
+                        .bearer_auth(&admin)
+                        .json(body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    fn sign(&self, sub: &str, org: &str, roles: &[&str]) -> String {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -163,8 +220,9 @@ impl TestApp {
         sign_hs256(&claims, SECRET.as_bytes())
     }
 
+    /// The bootstrap administrator's token (honoured without an account).
     pub fn admin(&self) -> String {
-        self.token("org-hie", &["admin"])
+        self.sign(BOOTSTRAP_ADMIN, "org-hie", &["admin"])
     }
 
     /// Register a source; returns its API key.

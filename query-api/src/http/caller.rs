@@ -4,6 +4,7 @@ use axum::http::request::Parts;
 use platform::auth::User;
 
 use super::{ApiError, AppState};
+use crate::accounts::AccountError;
 
 /// The verified user making the request; extracting it answers 401 for anyone else.
 pub struct Caller(pub User);
@@ -19,10 +20,16 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        state
+        let user = state
             .verifier
             .verify_header(header)
-            .map(Caller)
-            .map_err(|_| ApiError::Unauthorized("missing or invalid token"))
+            .map_err(|_| ApiError::Unauthorized("missing or invalid token"))?;
+        match state.accounts.admit(&user) {
+            Ok(()) => Ok(Caller(user)),
+            Err(AccountError::NotHonoured) => Err(ApiError::Unauthorized(
+                "no active account matches this token",
+            )),
+            Err(AccountError::Loading) => Err(ApiError::NotReady),
+        }
     }
 }

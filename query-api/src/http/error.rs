@@ -14,6 +14,10 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("no such patient")]
     NotFound,
+    #[error("{1}")]
+    Conflict(&'static str, &'static str),
+    #[error("starting up: the account registry is still loading")]
+    NotReady,
     #[error("the views have not caught up with the requested position yet; retry")]
     NotCaughtUp,
     #[error("the database is unavailable")]
@@ -38,6 +42,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(code, _) => error_body(StatusCode::BAD_REQUEST, code, message),
             ApiError::NotFound => error_body(StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::Conflict(code, _) => error_body(StatusCode::CONFLICT, code, message),
+            ApiError::NotReady => error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
             ApiError::NotCaughtUp => {
                 error_body(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message)
             }

@@ -9,10 +9,11 @@ mod patients;
 mod position;
 mod records;
 mod sources;
+mod users;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use deadpool_postgres::Pool;
 use platform::auth::Verifier;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub pool: Pool,
     pub verifier: Verifier,
     pub auditor: crate::audit::Auditor,
+    pub accounts: crate::accounts::Accounts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,5 +47,7 @@ pub fn router(state: AppState) -> Router {
             get(access_log::break_glass_report),
         )
         .route("/v1/sources", get(sources::directory))
+        .route("/v1/users", get(users::list_users))
+        .route("/v1/users/{id}", put(users::put_user))
         .with_state(state)
 }

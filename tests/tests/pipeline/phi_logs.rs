@@ -72,6 +72,7 @@ async fn a_whole_scenario_logs_no_phi() {
                 .env("PROJECTOR_HTTP_ADDR", format!("127.0.0.1:{projector_port}"))
                 .env("QUERY_HTTP_ADDR", format!("127.0.0.1:{query_port}"))
                 .env("RUST_LOG", "info")
+                .env("HIE_BOOTSTRAP_ADMIN", "admin")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .stdin(Stdio::null())
@@ -140,6 +141,14 @@ async fn a_whole_scenario_logs_no_phi() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(!r.text().await.unwrap().contains(FAMILY));
 
+    let r = http
+        .put(format!("{query}/v1/users/dr"))
+        .bearer_auth(&admin)
+        .json(&json!({"email": "dr@reader.example", "organization_id": "org-reader", "roles": ["physician"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     let clinician = token("dr", "org-reader", &["physician"]);
     let search = format!(
         "{query}/v1/patients?family={FAMILY}&birth_date={BIRTH_DATE}&identifier={}",

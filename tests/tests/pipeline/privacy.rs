@@ -326,6 +326,8 @@ async fn every_route_refuses_anonymous_callers_and_the_wrong_roles() {
             "admin",
         ),
         ("POST", format!("{}/v1/consents", app.ingest), "all"),
+        ("GET", format!("{}/v1/users", app.query), "admin"),
+        ("PUT", format!("{}/v1/users/new-user", app.query), "admin"),
     ];
     for (method, url, _) in &routes {
         let r = app
@@ -355,6 +357,9 @@ async fn every_route_refuses_anonymous_callers_and_the_wrong_roles() {
                     json!({"patient": {"assigning_authority": AA, "mrn": "other-patient"}, "organization_id": "org-hosp", "decision": "grant", "method": "written"})
                 }
                 (_, _, true) => json!({"reason": "emergency", "attest": true}),
+                ("PUT", _, _) if url.contains("/v1/users/") => {
+                    json!({"email": "new@o.example", "organization_id": "o", "roles": ["nurse"]})
+                }
                 ("PUT", _, _) => {
                     json!({"name": "n", "organization_id": "o", "feed": "batch", "assigning_authority": "a"})
                 }
@@ -425,4 +430,74 @@ async fn no_audit_no_data() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "audit_unavailable");
     assert!(body.get("records").is_none());
+}
+
+/// Accounts: a token is honoured only for an active account whose organization and roles match;
+/// disabling an account stops its tokens at once; an email belongs to one account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_need_a_matching_active_account() {
+    let app = TestApp::spawn().await;
+    let key = app.register_source("hosp", "org-hosp", AA).await;
+    let p = app
+        .post_bundle_ok("hosp", &key, &crate::bundle(AA, "A1", "p", &[]))
+        .await;
+    let c = app.consent(AA, "A1", READER, "grant").await;
+    let id = app.patient_id(AA, "A1", Some(&p)).await;
+    let records = format!("/v1/patients/{id}/records");
+
+    let token = app.user_token("dr-a", READER, &["physician"]);
+    assert_eq!(
+        app.get(&records, &token, Some(&c)).await.status(),
+        StatusCode::OK
+    );
+
+    // Same user, another organization or a role the account does not hold: refused.
+    for t in [
+        app.unregistered_token("dr-a", "org-other", &["physician"]),
+        app.unregistered_token("dr-a", READER, &["physician", "admin"]),
+        app.unregistered_token("nobody", READER, &["physician"]),
+    ] {
+        let r = app.get(&records, &t, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Disabled: the very next request is refused.
+    let disable = json!({"email": "dr-a@org-reader.example", "organization_id": READER, "roles": ["physician"], "active": false});
+    assert_eq!(app.put_user_blocking("dr-a", &disable), StatusCode::OK);
+    assert_eq!(
+        app.get(&records, &token, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // One account per email, whatever its case; only admins manage accounts.
+    let same_email =
+        json!({"email": "DR-A@Org-Reader.Example", "organization_id": READER, "roles": ["nurse"]});
+    assert_eq!(
+        app.put_user_blocking("dr-b", &same_email),
+        StatusCode::CONFLICT
+    );
+    let nurse = app.user_token("nurse-a", READER, &["nurse"]);
+    let r = app
+        .http
+        .put(format!("{}/v1/users/x", app.query))
+        .bearer_auth(&nurse)
+        .json(&same_email)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let list: Value = app
+        .get("/v1/users?organization_id=org-reader", &app.admin(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["dr-a", "nurse-a"]);
+    assert_eq!(list["users"][0]["active"], false);
 }
