@@ -692,11 +692,6 @@ fn print_summary(
             format!("/v1/patients/{}/records", b.id),
         ),
         ("directory of sources", "TOKEN", "/v1/sources".to_owned()),
-        (
-            "FHIR for EHRs",
-            "TOKEN",
-            format!("/fhir/Patient/{}/$everything", a.id),
-        ),
     ]);
     let curl = "curl -s -w '\\nHTTP %{http_code}\\n'";
     println!("\nTry (dr.rivera, physician at org-mercy, is $TOKEN):");
@@ -720,7 +715,7 @@ fn print_summary(
         "  {curl} -H \"Authorization: Bearer $PRIVACY_TOKEN\" '{query}/v1/patients/{}/access-log'",
         d.id
     );
-    println!("\nMint other tokens with: target/debug/hiectl token --sub <id> --email <e> --org <org> --roles physician");
+    println!("\nMint other tokens (creating the account) with: target/debug/hiectl token --sub <id> --email <e> --org <org> --roles physician --register http://127.0.0.1:8080");
 }
 
 #[cfg(test)]
