@@ -188,6 +188,7 @@ impl Services {
                 ("KAFKA_BROKERS", brokers.to_string()),
                 ("HIE_JWT_SECRET", secret.to_string()),
                 ("INGEST_HTTP_ADDR", ingest_addr.clone()),
+                ("HIE_BOOTSTRAP_ADMIN", crate::load::ADMIN_SUB.to_string()),
                 // No MLLP listener on the fixed default port: it may be taken.
                 ("INGEST_MLLP_ADDR", "off".into()),
             ],

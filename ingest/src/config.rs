@@ -18,6 +18,8 @@ pub struct Config {
     pub mllp_addr: Option<SocketAddr>,
     /// The drop folder (`DROP_DIR`, else `$HIE_DATA_DIR/drop`); neither set disables it.
     pub drop_dir: Option<PathBuf>,
+    /// A user id whose admin tokens are honoured without an account (`HIE_BOOTSTRAP_ADMIN`).
+    pub bootstrap_admin: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ impl Config {
                 _ => Some(parse("INGEST_MLLP_ADDR", "127.0.0.1:2575")?),
             },
             drop_dir: drop_dir(),
+            bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
         })
     }
 }

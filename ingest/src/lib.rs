@@ -78,7 +78,10 @@ pub async fn run_with(
         };
         workers.push(tokio::spawn(drop_folder.watch(stopping.clone())));
     }
+    let accounts = platform::accounts::Accounts::new(config.bootstrap_admin.clone());
+    let accounts_follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
     let state = http::AppState {
+        accounts,
         verifier: Verifier::hs256(config.jwt_secret.expose().as_bytes()),
         config: Arc::new(config),
         publisher,
@@ -95,6 +98,7 @@ pub async fn run_with(
         let _ = worker.await;
     }
     follower.abort();
+    accounts_follower.abort();
     // Whatever was accepted was already acknowledged; flush anything still in flight.
     use rdkafka::producer::Producer;
     let _ = state

@@ -66,14 +66,15 @@ pub async fn ensure_topics(brokers: &str, topics: &[&TopicSpec]) -> Result<(), K
     Ok(())
 }
 
-/// Replay `topic` from its beginning, then follow it, handing each event to `apply` in log order.
+/// Replay `topic` from its beginning, then follow it, handing each event and its offset to `apply`
+/// in log order.
 /// `caught_up` becomes true once every partition's end, as it was at start, has been read. Runs
 /// until the process stops; reconnects after errors. Undecodable events are logged and skipped.
 pub async fn follow<E: schemas::Event>(
     brokers: String,
     topic: &'static TopicSpec,
     caught_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    mut apply: impl FnMut(E) + Send,
+    mut apply: impl FnMut(E, i64) + Send,
 ) {
     loop {
         if let Err(e) = follow_once(&brokers, topic, &caught_up, &mut apply).await {
@@ -87,7 +88,7 @@ async fn follow_once<E: schemas::Event>(
     brokers: &str,
     topic: &'static TopicSpec,
     caught_up: &std::sync::atomic::AtomicBool,
-    apply: &mut (impl FnMut(E) + Send),
+    apply: &mut (impl FnMut(E, i64) + Send),
 ) -> Result<(), rdkafka::error::KafkaError> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
@@ -108,7 +109,7 @@ async fn follow_once<E: schemas::Event>(
     loop {
         match consumer.recv().await {
             Ok(msg) => match msg.payload().map(schemas::decode::<E>) {
-                Some(Ok(event)) => apply(event),
+                Some(Ok(event)) => apply(event, msg.offset()),
                 Some(Err(e)) => {
                     tracing::error!(topic = topic.name, offset = msg.offset(), error = %e, "undecodable event skipped")
                 }

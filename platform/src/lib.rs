@@ -1,6 +1,7 @@
 //! Plumbing the three services share: caller identity (JWTs and roles), Kafka client setup and
 //! topic creation, HTTP error bodies, `/metrics`, logging, and secrets that never print.
 
+pub mod accounts;
 pub mod auth;
 pub mod http;
 pub mod kafka;

@@ -17,6 +17,8 @@ pub enum AuditError {
     Broker(#[from] rdkafka::error::KafkaError),
     #[error("encoding: {0}")]
     Encode(#[from] schemas::CodecError),
+    #[error("the audit trail did not acknowledge in time")]
+    TimedOut,
 }
 
 /// One read (or refusal) to record.
@@ -35,12 +37,16 @@ pub struct Access<'a> {
 #[derive(Clone)]
 pub struct Auditor {
     producer: FutureProducer,
+    /// The longest a request waits for its audit event; the producer's own delivery timeout is
+    /// the same, this bounds the wait even if a delivery report never comes.
+    timeout: Duration,
 }
 
 impl Auditor {
     pub fn new(brokers: &str, timeout: Duration) -> Result<Self, platform::kafka::KafkaSetupError> {
         Ok(Auditor {
             producer: platform::kafka::producer(brokers, timeout)?,
+            timeout,
         })
     }
 
@@ -55,13 +61,13 @@ impl Auditor {
         event: &E,
     ) -> Result<Position, AuditError> {
         let payload = schemas::encode(event)?;
-        let delivery = self
-            .producer
-            .send(
-                FutureRecord::to(topic).key(key).payload(&payload),
-                Timeout::Never,
-            )
+        let send = self.producer.send(
+            FutureRecord::to(topic).key(key).payload(&payload),
+            Timeout::Never,
+        );
+        let delivery = tokio::time::timeout(self.timeout + Duration::from_secs(1), send)
             .await
+            .map_err(|_| AuditError::TimedOut)?
             .map_err(|(e, _)| AuditError::Broker(e))?;
         let mut position = Position::new();
         position.include(topic, delivery.partition, delivery.offset);

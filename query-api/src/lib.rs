@@ -1,6 +1,5 @@
 //! Query API: consent-filtered reads of the views the projector keeps.
 
-mod accounts;
 mod audit;
 pub mod config;
 pub mod consent;
@@ -48,16 +47,8 @@ pub async fn run(
         .build()
         .map_err(|e| StartError::Database(e.to_string()))?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
-    let accounts = accounts::Accounts::new(config.bootstrap_admin.clone());
-    let follower = {
-        let (accounts, brokers) = (accounts.clone(), config.kafka_brokers.clone());
-        tokio::spawn(platform::kafka::follow(
-            brokers,
-            &schemas::topics::ACCOUNTS,
-            accounts.caught_up_flag(),
-            move |event| accounts.apply(event),
-        ))
-    };
+    let accounts = platform::accounts::Accounts::new(config.bootstrap_admin.clone());
+    let follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
     let state = http::AppState {
         accounts,
         verifier: config.jwt.verifier()?,

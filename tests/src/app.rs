@@ -65,6 +65,7 @@ impl TestApp {
             jwt_secret: platform::Secret::new(SECRET.into()),
             max_body_bytes: services.max_body_bytes,
             delivery_timeout: Duration::from_secs(3),
+            bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
         };

@@ -102,7 +102,7 @@ pub async fn post_consent(
             false,
         ),
         None => {
-            let u = user(&state, &headers)?;
+            let u = user(&state, &headers).await?;
             (format!("user:{}", u.id), u.org.clone(), u.has(Role::Admin))
         }
     };

@@ -25,6 +25,7 @@ pub struct AppState {
     pub publisher: Publisher,
     pub registry: Registry,
     pub verifier: Verifier,
+    pub accounts: platform::accounts::Accounts,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -4,6 +4,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use platform::accounts::AccountError;
 use platform::auth::{Role, User};
 use schemas::{now_micros, topics, SourceRegistered};
 use serde::Deserialize;
@@ -43,15 +44,30 @@ impl Feed {
     }
 }
 
-pub fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+/// The caller of a user-facing route: a valid token of an active account that matches it.
+pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state
+    let user = state
         .verifier
         .verify_header(auth)
-        .map_err(|_| ApiError::Unauthorized("missing or invalid token"))
+        .map_err(|_| ApiError::Unauthorized("missing or invalid token"))?;
+    state
+        .accounts
+        .admit_current(&user, ACCOUNT_PATIENCE)
+        .await
+        .map_err(|e| match e {
+            AccountError::NotHonoured => {
+                ApiError::Unauthorized("no active account matches this token")
+            }
+            AccountError::Loading => ApiError::NotReady("the account registry is still loading"),
+        })?;
+    Ok(user)
 }
+
+/// How long a token of an unknown account waits for the account registry to catch up.
+const ACCOUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn valid_source_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -66,7 +82,7 @@ pub async fn put_source(
     headers: HeaderMap,
     body: Result<Json<SourceRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let caller = user(&state, &headers)?;
+    let caller = user(&state, &headers).await?;
     if !caller.has(Role::Admin) {
         return Err(ApiError::Forbidden(
             "admin_required",

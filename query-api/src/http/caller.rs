@@ -4,7 +4,7 @@ use axum::http::request::Parts;
 use platform::auth::User;
 
 use super::{ApiError, AppState};
-use crate::accounts::AccountError;
+use platform::accounts::AccountError;
 
 /// The verified user making the request; extracting it answers 401 for anyone else.
 pub struct Caller(pub User);
@@ -24,7 +24,8 @@ impl FromRequestParts<AppState> for Caller {
             .verifier
             .verify_header(header)
             .map_err(|_| ApiError::Unauthorized("missing or invalid token"))?;
-        match state.accounts.admit(&user) {
+        let patience = std::time::Duration::from_secs(2);
+        match state.accounts.admit_current(&user, patience).await {
             Ok(()) => Ok(Caller(user)),
             Err(AccountError::NotHonoured) => Err(ApiError::Unauthorized(
                 "no active account matches this token",

@@ -5,13 +5,15 @@ use serde_json::json;
 
 use super::AppState;
 
-/// 200 when PostgreSQL answers and holds the views, 503 otherwise.
+/// 200 when PostgreSQL answers and holds the views and the account registry has caught up with
+/// the log, 503 otherwise.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let db = crate::db::ping(&state.pool).await;
-    let status = if db {
+    let accounts = state.accounts.is_caught_up();
+    let status = if db && accounts {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": db})))
+    (status, Json(json!({"database": db, "accounts": accounts})))
 }

@@ -28,7 +28,7 @@ pub struct AppState {
     pub pool: Pool,
     pub verifier: Verifier,
     pub auditor: crate::audit::Auditor,
-    pub accounts: crate::accounts::Accounts,
+    pub accounts: platform::accounts::Accounts,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -450,6 +450,29 @@ async fn tokens_need_a_matching_active_account() {
         app.get(&records, &token, Some(&c)).await.status(),
         StatusCode::OK
     );
+    // Ingest honours the same accounts: a consent captured by this user right after the account
+    // was created through the query API.
+    let consent = json!({"patient": {"assigning_authority": AA, "mrn": "A1"}, "organization_id": READER,
+        "decision": "grant", "method": "verbal"});
+    let post_consent = |t: String| {
+        let (http, url, body) = (
+            app.http.clone(),
+            format!("{}/v1/consents", app.ingest),
+            consent.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(post_consent(token.clone()).await, StatusCode::ACCEPTED);
+    let stranger = app.unregistered_token("stranger", READER, &["physician"]);
+    assert_eq!(post_consent(stranger).await, StatusCode::UNAUTHORIZED);
 
     // Same user, another organization or a role the account does not hold: refused.
     for t in [
@@ -468,6 +491,7 @@ async fn tokens_need_a_matching_active_account() {
         app.get(&records, &token, None).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    assert_eq!(post_consent(token.clone()).await, StatusCode::UNAUTHORIZED);
 
     // One account per email, whatever its case; only admins manage accounts.
     let same_email =

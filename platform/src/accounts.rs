@@ -1,18 +1,25 @@
-//! User accounts as the query API sees them: every `AccountRecorded` event, replayed at start and
-//! followed after. A token is honoured only for an active account whose organization and roles
-//! match it, so disabling an account stops its tokens at once.
+//! User accounts as a service sees them: every `AccountRecorded` event, replayed at start and
+//! followed after (`follow`). A token is honoured only for an active account whose organization and
+//! roles match it, so disabling an account stops its tokens at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use platform::auth::{Role, User};
-use schemas::AccountRecorded;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use schemas::{topics, AccountRecorded};
+
+use crate::auth::{Role, User};
 
 #[derive(Clone, Default)]
 pub struct Accounts {
     by_id: Arc<RwLock<HashMap<String, AccountRecorded>>>,
     caught_up: Arc<AtomicBool>,
+    /// The next offset of the (single-partition) accounts topic this registry has not applied.
+    applied_up_to: Arc<AtomicI64>,
+    /// A client kept for reading the topic's end offset, made by `follow`.
+    watermarks: Arc<std::sync::OnceLock<BaseConsumer>>,
     /// A user id honoured as an administrator without an account, to create the first ones.
     bootstrap_admin: Option<String>,
 }
@@ -33,8 +40,45 @@ impl Accounts {
         }
     }
 
-    pub fn caught_up_flag(&self) -> Arc<AtomicBool> {
-        self.caught_up.clone()
+    /// Replay and follow `hie.accounts` into this registry; runs until the process stops.
+    pub async fn follow(self, brokers: String) {
+        match crate::kafka::client_config(&brokers).create::<BaseConsumer>() {
+            Ok(client) => {
+                let _ = self.watermarks.set(client);
+            }
+            Err(e) => tracing::warn!(error = %e, "no client for the accounts topic's end offset"),
+        }
+        let (caught_up, registry) = (self.caught_up.clone(), self.clone());
+        crate::kafka::follow(
+            brokers,
+            &topics::ACCOUNTS,
+            caught_up,
+            move |event, offset| {
+                registry.apply(event);
+                registry
+                    .applied_up_to
+                    .fetch_max(offset + 1, Ordering::AcqRel);
+            },
+        )
+        .await
+    }
+
+    /// `admit`, and when that refuses, admit again once this registry has applied everything the
+    /// topic held at the time of asking (at most `patience`): an account created a moment ago
+    /// through another instance is then honoured, an unknown one is still refused.
+    pub async fn admit_current(&self, user: &User, patience: Duration) -> Result<(), AccountError> {
+        match self.admit(user) {
+            Err(AccountError::NotHonoured) => {}
+            other => return other,
+        }
+        let end = self.end_of_topic().await;
+        let deadline = tokio::time::Instant::now() + patience;
+        while end.is_some_and(|end| self.applied_up_to.load(Ordering::Acquire) < end)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.admit(user)
     }
 
     pub fn is_caught_up(&self) -> bool {
@@ -74,6 +118,23 @@ impl Accounts {
             .collect();
         out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         out
+    }
+
+    /// The accounts topic's end offset. Each account event is produced alone, so even a broker
+    /// that reports a partition's end as its last batch's first offset + 1 (Tansu 0.6) reports it
+    /// exactly.
+    async fn end_of_topic(&self) -> Option<i64> {
+        let watermarks = self.watermarks.clone();
+        tokio::task::spawn_blocking(move || {
+            let (_, high) = watermarks
+                .get()?
+                .fetch_watermarks(topics::ACCOUNTS.name, 0, Duration::from_secs(2))
+                .ok()?;
+            Some(high)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Whether a verified token is honoured.
