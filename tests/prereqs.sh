@@ -14,12 +14,12 @@ apt_install() {
 
 # Build tools for librdkafka (rdkafka-sys builds it from source) and the clients the tests use.
 missing=()
-for tool in gcc g++ make perl pkg-config curl python3 pg_isready; do
+for tool in gcc g++ make perl pkg-config curl python3 pg_isready openssl; do
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
 	say "installing Debian packages for: ${missing[*]}"
-	apt_install build-essential perl pkg-config curl python3 postgresql-client
+	apt_install build-essential perl pkg-config curl python3 postgresql-client openssl
 fi
 
 # PostgreSQL: the tests create a database per test on 127.0.0.1:5432 (TEST_PG_ADMIN_URL overrides).

@@ -2,14 +2,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use platform::{env_or, Secret};
+use platform::auth::{JwtKey, JwtKeyError};
+use platform::env_or;
 
 /// Everything ingest is told at start; `Debug` prints it without secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_addr: SocketAddr,
     pub kafka_brokers: String,
-    pub jwt_secret: Secret<String>,
+    /// How user tokens (admins, users recording consent) are verified.
+    pub jwt: JwtKey,
     /// Largest request body accepted (bytes); larger ones get 413.
     pub max_body_bytes: usize,
     /// How long a record may wait for the broker's acknowledgement before the request fails.
@@ -26,20 +28,16 @@ pub struct Config {
 pub enum ConfigError {
     #[error("{0} is not valid: {1}")]
     Invalid(&'static str, String),
-    #[error("HIE_JWT_SECRET must be set")]
-    MissingSecret,
+    #[error(transparent)]
+    Jwt(#[from] JwtKeyError),
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = std::env::var("HIE_JWT_SECRET").unwrap_or_default();
-        if secret.is_empty() {
-            return Err(ConfigError::MissingSecret);
-        }
         Ok(Config {
             http_addr: parse("INGEST_HTTP_ADDR", "127.0.0.1:8081")?,
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
-            jwt_secret: Secret::new(secret),
+            jwt: JwtKey::from_env()?,
             max_body_bytes: parse("INGEST_MAX_BODY_BYTES", "67108864")?,
             delivery_timeout: Duration::from_millis(parse("INGEST_DELIVERY_TIMEOUT_MS", "5000")?),
             mllp_addr: match env_or("INGEST_MLLP_ADDR", "127.0.0.1:2575").as_str() {

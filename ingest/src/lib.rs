@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use config::Config;
-use platform::auth::Verifier;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +24,8 @@ pub enum StartError {
     Kafka(#[from] platform::kafka::KafkaSetupError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("JWT key: {0}")]
+    Jwt(#[from] platform::auth::AuthError),
 }
 
 /// Run ingest on `listener` (HTTP) and on `config.mllp_addr` until `shutdown` resolves.
@@ -82,7 +83,7 @@ pub async fn run_with(
     let accounts_follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
     let state = http::AppState {
         accounts,
-        verifier: Verifier::hs256(config.jwt_secret.expose().as_bytes()),
+        verifier: config.jwt.verifier()?,
         config: Arc::new(config),
         publisher,
         registry,

@@ -4,10 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::{topics, SourceRegistered};
 use sha2::{Digest, Sha256};
 
@@ -71,54 +68,12 @@ pub fn new_api_key() -> String {
 
 /// Replay the sources topic from the beginning, then follow it. Runs until the process stops.
 pub async fn follow(registry: Registry, brokers: String) {
-    loop {
-        match follow_once(&registry, &brokers).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "source registry consumer failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-async fn follow_once(registry: &Registry, brokers: &str) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = platform::kafka::client_config(brokers)
-        .set(
-            "group.id",
-            format!("ingest-registry-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..topics::SOURCES.partitions {
-        tpl.add_partition_offset(topics::SOURCES.name, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut at_end = vec![false; topics::SOURCES.partitions as usize];
-    loop {
-        match consumer.recv().await {
-            Ok(msg) => {
-                if let Some(bytes) = msg.payload() {
-                    match schemas::decode::<SourceRegistered>(bytes) {
-                        Ok(event) => registry.apply(event),
-                        Err(e) => {
-                            tracing::error!(offset = msg.offset(), error = %e, "undecodable source event skipped")
-                        }
-                    }
-                }
-            }
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                if let Some(flag) = at_end.get_mut(p as usize) {
-                    *flag = true;
-                }
-                if at_end.iter().all(|f| *f) && !registry.is_caught_up() {
-                    registry.caught_up.store(true, Ordering::Release);
-                    tracing::info!("source registry caught up");
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let caught_up = registry.caught_up.clone();
+    platform::kafka::follow(
+        brokers,
+        &topics::SOURCES,
+        caught_up,
+        move |event, _offset| registry.apply(event),
+    )
+    .await
 }

@@ -89,6 +89,50 @@ impl FromStr for Role {
     }
 }
 
+/// How user tokens are verified: a shared secret in development (`HIE_JWT_SECRET`, HS256), a
+/// public key in production (`HIE_JWT_PUBLIC_KEY_FILE`, RS256; it wins when both are set).
+#[derive(Debug, Clone)]
+pub enum JwtKey {
+    Hs256(crate::Secret<String>),
+    Rs256PublicKeyPem(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtKeyError {
+    #[error("set HIE_JWT_SECRET (HS256) or HIE_JWT_PUBLIC_KEY_FILE (RS256)")]
+    NotSet,
+    #[error("HIE_JWT_PUBLIC_KEY_FILE: {0}")]
+    Unreadable(String),
+}
+
+impl JwtKey {
+    pub fn from_env() -> Result<JwtKey, JwtKeyError> {
+        let set = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        match (set("HIE_JWT_PUBLIC_KEY_FILE"), set("HIE_JWT_SECRET")) {
+            (Some(path), _) => std::fs::read_to_string(&path)
+                .map(JwtKey::Rs256PublicKeyPem)
+                .map_err(|e| JwtKeyError::Unreadable(e.to_string())),
+            (None, Some(secret)) => Ok(JwtKey::Hs256(crate::Secret::new(secret))),
+            (None, None) => Err(JwtKeyError::NotSet),
+        }
+    }
+
+    pub fn verifier(&self) -> Result<Verifier, AuthError> {
+        match self {
+            JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.expose().as_bytes())),
+            JwtKey::Rs256PublicKeyPem(pem) => Verifier::rs256_pem(pem.as_bytes()),
+        }
+    }
+
+    /// Which kind, for printed configurations.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            JwtKey::Hs256(_) => "HS256 (HIE_JWT_SECRET)",
+            JwtKey::Rs256PublicKeyPem(_) => "RS256 (HIE_JWT_PUBLIC_KEY_FILE)",
+        }
+    }
+}
+
 /// The claims a token must carry (API.md, "Identity of callers").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {

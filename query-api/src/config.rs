@@ -1,24 +1,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use platform::auth::{AuthError, Verifier};
-use platform::{env_or, Secret};
+use platform::env_or;
 
-/// How user tokens are verified: a shared secret in development, a public key in production.
-#[derive(Debug, Clone)]
-pub enum JwtKey {
-    Hs256(Secret<String>),
-    Rs256PublicKeyPem(String),
-}
-
-impl JwtKey {
-    pub fn verifier(&self) -> Result<Verifier, AuthError> {
-        match self {
-            JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.expose().as_bytes())),
-            JwtKey::Rs256PublicKeyPem(pem) => Verifier::rs256_pem(pem.as_bytes()),
-        }
-    }
-}
+pub use platform::auth::JwtKey;
 
 #[derive(Clone)]
 pub struct Config {
@@ -40,10 +25,7 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let jwt = match &self.jwt {
-            JwtKey::Hs256(_) => "HS256 (HIE_JWT_SECRET)",
-            JwtKey::Rs256PublicKeyPem(_) => "RS256 (HIE_JWT_PUBLIC_KEY_FILE)",
-        };
+        let jwt = self.jwt.describe();
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
             .field("database_url", &platform::redact_url(&self.database_url))
@@ -67,17 +49,10 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let jwt = match (
-            std::env::var("HIE_JWT_PUBLIC_KEY_FILE"),
-            std::env::var("HIE_JWT_SECRET"),
-        ) {
-            (Ok(path), _) if !path.is_empty() => JwtKey::Rs256PublicKeyPem(
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", e.to_string()))?,
-            ),
-            (_, Ok(secret)) if !secret.is_empty() => JwtKey::Hs256(Secret::new(secret)),
-            _ => return Err(ConfigError::NoJwtKey),
-        };
+        let jwt = JwtKey::from_env().map_err(|e| match e {
+            platform::auth::JwtKeyError::NotSet => ConfigError::NoJwtKey,
+            other => ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", other.to_string()),
+        })?;
         let http_addr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080");
         Ok(Config {
             http_addr: http_addr.parse().map_err(|e: std::net::AddrParseError| {

@@ -62,7 +62,7 @@ impl TestApp {
         let config = ingest::Config {
             http_addr: listener.local_addr().unwrap(),
             kafka_brokers: broker.address(),
-            jwt_secret: platform::Secret::new(SECRET.into()),
+            jwt: platform::auth::JwtKey::Hs256(platform::Secret::new(SECRET.into())),
             max_body_bytes: services.max_body_bytes,
             delivery_timeout: Duration::from_secs(3),
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
