@@ -31,8 +31,11 @@ pub struct Project {
     pub binaries: BTreeMap<String, PathBuf>,
     /// Package names of the workspace.
     pub packages: BTreeSet<String>,
-    /// Environment variables each binary reads (its crate and `platform`).
+    /// Environment variables each binary may read (its crate and `platform`).
     pub env: BTreeMap<String, BTreeSet<String>>,
+    /// Environment variables each binary certainly reads: named in its own crate, or read by a
+    /// `platform` function it calls (`JwtKey::from_env` reads HIE_JWT_SECRET).
+    pub reads: BTreeMap<String, BTreeSet<String>>,
     /// `*_ADDR` variable → its default port, from the services' code.
     pub addr_ports: BTreeMap<String, u16>,
     /// Metric names registered anywhere in the workspace.
@@ -173,6 +176,13 @@ impl Project {
                 .chain(string_literals(&platform))
                 .filter(|l| is_env_name(l))
                 .collect();
+            let mut reads: BTreeSet<String> = string_literals(&source)
+                .into_iter()
+                .filter(|l| is_env_name(l))
+                .collect();
+            if source.contains("JwtKey::from_env") {
+                reads.insert("HIE_JWT_SECRET".into());
+            }
             // tracing-subscriber's EnvFilter reads RUST_LOG (platform::telemetry).
             if platform.contains("from_default_env") {
                 env.insert("RUST_LOG".into());
@@ -190,7 +200,8 @@ impl Project {
             }
             for b in bins {
                 p.binaries.insert(b.clone(), dir.clone());
-                p.env.insert(b, env.clone());
+                p.env.insert(b.clone(), env.clone());
+                p.reads.insert(b, reads.clone());
             }
         }
         for m in string_literals(&platform) {
@@ -333,7 +344,7 @@ impl Checker<'_> {
         for required in ["KAFKA_BROKERS", "DATABASE_URL", "HIE_JWT_SECRET"] {
             let reads = self
                 .project
-                .env
+                .reads
                 .get(binary)
                 .is_some_and(|e| e.contains(required));
             let alternative =
