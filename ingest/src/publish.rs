@@ -1,17 +1,9 @@
 //! Publishing events and waiting for the broker to make them durable.
 
 use futures::future::try_join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+pub use platform::kafka::PublishError;
+use rdkafka::producer::FutureProducer;
 use schemas::{Event, Position};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the broker did not acknowledge the record: {0}")]
-    Broker(#[from] rdkafka::error::KafkaError),
-    #[error("encoding: {0}")]
-    Encode(#[from] schemas::CodecError),
-}
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -34,16 +26,7 @@ impl Publisher {
         key: &str,
         event: &E,
     ) -> Result<Position, PublishError> {
-        let payload = schemas::encode(event)?;
-        let record = FutureRecord::to(topic).key(key).payload(&payload);
-        let delivery = self
-            .producer
-            .send(record, Timeout::Never)
-            .await
-            .map_err(|(e, _)| PublishError::Broker(e))?;
-        let mut position = Position::new();
-        position.include(topic, delivery.partition, delivery.offset);
-        Ok(position)
+        platform::kafka::publish(&self.producer, topic, key, event).await
     }
 
     /// Publish many events concurrently; returns once all are durable, or the first failure.

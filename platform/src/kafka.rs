@@ -127,3 +127,31 @@ async fn follow_once<E: schemas::Event>(
         }
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker did not acknowledge the record: {0}")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    #[error("encoding: {0}")]
+    Encode(#[from] schemas::CodecError),
+}
+
+/// Encode `event` and publish it; returns once the broker has made it durable, with where.
+pub async fn publish<E: schemas::Event>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    event: &E,
+) -> Result<schemas::Position, PublishError> {
+    let payload = schemas::encode(event)?;
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(key)
+        .payload(&payload);
+    let delivery = producer
+        .send(record, rdkafka::util::Timeout::Never)
+        .await
+        .map_err(|(e, _)| PublishError::Broker(e))?;
+    let mut position = schemas::Position::new();
+    position.include(topic, delivery.partition, delivery.offset);
+    Ok(position)
+}

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use platform::auth::{Role, User};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use platform::kafka::PublishError;
+use rdkafka::producer::FutureProducer;
 use schemas::{
     now_micros, topics, AccessRecorded, AccountRecorded, BreakGlassRecorded, Event, Position,
 };
@@ -13,10 +13,8 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("the audit trail is unavailable")]
-    Broker(#[from] rdkafka::error::KafkaError),
-    #[error("encoding: {0}")]
-    Encode(#[from] schemas::CodecError),
+    #[error("the audit trail is unavailable: {0}")]
+    Publish(#[from] PublishError),
     #[error("the audit trail did not acknowledge in time")]
     TimedOut,
 }
@@ -60,18 +58,12 @@ impl Auditor {
         key: &str,
         event: &E,
     ) -> Result<Position, AuditError> {
-        let payload = schemas::encode(event)?;
-        let send = self.producer.send(
-            FutureRecord::to(topic).key(key).payload(&payload),
-            Timeout::Never,
-        );
-        let delivery = tokio::time::timeout(self.timeout + Duration::from_secs(1), send)
-            .await
-            .map_err(|_| AuditError::TimedOut)?
-            .map_err(|(e, _)| AuditError::Broker(e))?;
-        let mut position = Position::new();
-        position.include(topic, delivery.partition, delivery.offset);
-        Ok(position)
+        let send = platform::kafka::publish(&self.producer, topic, key, event);
+        Ok(
+            tokio::time::timeout(self.timeout + Duration::from_secs(1), send)
+                .await
+                .map_err(|_| AuditError::TimedOut)??,
+        )
     }
 
     /// Record an access; returns once it is durable.
