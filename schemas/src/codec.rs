@@ -103,6 +103,16 @@ pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Whether `bytes` were written with a schema of `E`: tells apart the event types that share a
+/// topic (`hie.records`, `hie.deadletter`) by their writer fingerprint.
+pub fn is<E: Event>(bytes: &[u8]) -> bool {
+    if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
+        return false;
+    }
+    let fingerprint = u64::from_le_bytes(bytes[2..HEADER_LEN].try_into().expect("8 bytes"));
+    E::schemas().writer(fingerprint).is_some()
+}
+
 /// Decode a message written with the current or any released schema of `E`.
 pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, CodecError> {
     if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
@@ -132,5 +142,10 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
         (AccessRecorded::NAME, AccessRecorded::schemas()),
         (BreakGlassRecorded::NAME, BreakGlassRecorded::schemas()),
         (AccountRecorded::NAME, AccountRecorded::schemas()),
+        (PatientMerged::NAME, PatientMerged::schemas()),
+        (
+            DeadLetterResubmitted::NAME,
+            DeadLetterResubmitted::schemas(),
+        ),
     ]
 }

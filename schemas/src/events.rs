@@ -149,3 +149,38 @@ pub struct AccountRecorded {
     pub recorded_by: String,
 }
 avro_event!(AccountRecorded, "account_recorded", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientMerged {
+    pub event_id: String,
+    pub merged_at: i64,
+    pub source_id: String,
+    pub organization_id: String,
+    pub channel: String,
+    pub message_id: String,
+    pub survivor: PatientIdentity,
+    pub prior: PatientIdentity,
+}
+avro_event!(PatientMerged, "patient_merged", ["v1"]);
+
+impl PatientMerged {
+    /// The prior identity's key: the merge lands on the partition of the history it moves, after
+    /// every record of that patient published before it.
+    pub fn key(&self) -> String {
+        self.prior.key()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterResubmitted {
+    pub event_id: String,
+    pub resubmitted_at: i64,
+    pub dead_letter_id: String,
+    pub via: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub position: Option<String>,
+    pub payload_edited: bool,
+    pub resubmitted_by: String,
+}
+avro_event!(DeadLetterResubmitted, "dead_letter_resubmitted", ["v1"]);

@@ -8,10 +8,10 @@ pub mod position;
 pub mod topics;
 
 pub use canonical::{fingerprint64, parsing_canonical_form};
-pub use codec::{codec_sets, decode, encode, CodecError, Event, SchemaSet, VersionedSchema};
+pub use codec::{codec_sets, decode, encode, is, CodecError, Event, SchemaSet, VersionedSchema};
 pub use events::{
-    AccessRecorded, AccountRecorded, BreakGlassRecorded, ConsentRecorded, PatientIdentity,
-    RecordReceived, RecordRejected, SourceRegistered,
+    AccessRecorded, AccountRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
+    PatientIdentity, PatientMerged, RecordReceived, RecordRejected, SourceRegistered,
 };
 pub use position::Position;
 

@@ -5,7 +5,8 @@ pub struct TopicSpec {
     pub partitions: i32,
 }
 
-/// Normalized records, keyed by patient (`PatientIdentity::key`).
+/// Normalized records and patient merges, keyed by patient (`PatientIdentity::key`; a merge by
+/// its prior patient).
 pub const RECORDS: TopicSpec = TopicSpec {
     name: "hie.records",
     partitions: 3,
@@ -20,7 +21,7 @@ pub const SOURCES: TopicSpec = TopicSpec {
     name: "hie.sources",
     partitions: 1,
 };
-/// Dead letters: every rejected input, keyed by source id.
+/// Dead letters (every rejected input) and their re-submissions, keyed by source id.
 pub const DEAD_LETTERS: TopicSpec = TopicSpec {
     name: "hie.deadletter",
     partitions: 1,

@@ -83,6 +83,30 @@ fn events_round_trip() {
 }
 
 #[test]
+fn event_types_sharing_a_topic_are_told_apart() {
+    let identity = |mrn: &str| PatientIdentity {
+        assigning_authority: "a".into(),
+        mrn: mrn.into(),
+    };
+    let merge = encode(&PatientMerged {
+        event_id: "e".into(),
+        merged_at: 1,
+        source_id: "s".into(),
+        organization_id: "o".into(),
+        channel: "hl7v2_mllp".into(),
+        message_id: "m".into(),
+        survivor: identity("1"),
+        prior: identity("2"),
+    })
+    .unwrap();
+    assert!(is::<PatientMerged>(&merge));
+    assert!(!is::<RecordReceived>(&merge));
+    assert!(decode::<RecordReceived>(&merge).is_err());
+    assert_eq!(decode::<PatientMerged>(&merge).unwrap().prior.mrn, "2");
+    assert!(!is::<PatientMerged>(b"hello"));
+}
+
+#[test]
 fn decode_refuses_foreign_bytes() {
     assert!(decode::<RecordRejected>(b"hello").is_err());
     assert!(decode::<RecordRejected>(&[0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());

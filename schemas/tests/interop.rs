@@ -37,7 +37,7 @@ fn fastavro_decodes_every_event_type() {
             encode(&ConsentRecorded {
                 event_id: "e".into(),
                 recorded_at: 1,
-                patient,
+                patient: patient.clone(),
                 organization_id: "*".into(),
                 decision: "grant".into(),
                 effective_at: Some(2),
@@ -78,6 +78,38 @@ fn fastavro_decodes_every_event_type() {
             })
             .unwrap(),
         ),
+        (
+            "patient_merged",
+            encode(&PatientMerged {
+                event_id: "e".into(),
+                merged_at: 1,
+                source_id: "s".into(),
+                organization_id: "o".into(),
+                channel: "hl7v2_mllp".into(),
+                message_id: "m".into(),
+                survivor: patient.clone(),
+                prior: PatientIdentity {
+                    assigning_authority: "urn:oid:1.2".into(),
+                    mrn: "8".into(),
+                },
+            })
+            .unwrap(),
+        ),
+        (
+            "dead_letter_resubmitted",
+            encode(&DeadLetterResubmitted {
+                event_id: "e".into(),
+                resubmitted_at: 1,
+                dead_letter_id: "d".into(),
+                via: "hl7v2_mllp".into(),
+                outcome: "rejected".into(),
+                reason: Some("why".into()),
+                position: None,
+                payload_edited: true,
+                resubmitted_by: "op".into(),
+            })
+            .unwrap(),
+        ),
     ];
     let mut files = Vec::new();
     for (name, bytes) in &messages {
@@ -102,10 +134,14 @@ fn fastavro_decodes_every_event_type() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["record"]["patient"]["mrn"], "7");
     assert_eq!(lines[1]["record"]["part2"], true);
     assert_eq!(lines[2]["record"]["index"], 3);
     assert_eq!(lines[3]["record"]["data_elements"][0], "Observation");
+    assert_eq!(lines[4]["record"]["survivor"]["mrn"], "7");
+    assert_eq!(lines[4]["record"]["prior"]["mrn"], "8");
+    assert_eq!(lines[5]["record"]["reason"], "why");
+    assert_eq!(lines[5]["record"]["payload_edited"], true);
     let _ = std::fs::remove_dir_all(&dir);
 }
