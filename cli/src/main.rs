@@ -1,5 +1,7 @@
-//! hiectl: the developer's tool for a local HIE stack: mint development tokens, load the demo.
+//! hiectl: the developer's and operator's tool for an HIE stack: mint development tokens, load the
+//! demo, list and re-submit dead letters.
 
+mod dead_letters;
 mod demo;
 mod demo_data;
 mod token;
@@ -62,13 +64,20 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Dead letters: what ingest rejected (from the views, DATABASE_URL), and re-submitting it.
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters::Command,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // One readable line (with its causes) rather than a backtrace: these are user errors.
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // Done, but not everything succeeded (a re-submission not accepted): already reported.
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("hiectl: {e:#}");
             ExitCode::FAILURE
@@ -76,7 +85,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<bool> {
+    if let Command::DeadLetters { command } = cli.command {
+        return dead_letters::run(command).await;
+    }
     match cli.command {
         Command::Token {
             sub,
@@ -101,13 +113,13 @@ async fn run(cli: Cli) -> Result<()> {
                 "{}",
                 token::mint(&secret, &user, Duration::from_secs(ttl_hours * 3600))?
             );
-            Ok(())
+            Ok(true)
         }
         Command::Tokens { query } => {
             let secret = token::secret_from_env()?;
             demo::ensure_accounts(&secret, query.trim_end_matches('/'), &demo::DEMO_USERS).await?;
             demo::print_tokens(&demo::demo_tokens(&secret)?);
-            Ok(())
+            Ok(true)
         }
         Command::Demo {
             ingest,
@@ -121,7 +133,9 @@ async fn run(cli: Cli) -> Result<()> {
                 synthea_dir,
                 state_dir,
             })
-            .await
+            .await?;
+            Ok(true)
         }
+        Command::DeadLetters { .. } => unreachable!("handled above"),
     }
 }

@@ -1,13 +1,13 @@
 //! The views in PostgreSQL: every SQL statement of the projector, and applying one batch of
 //! events together with the offsets it advances, in one transaction.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Pool, Transaction};
 use schemas::{
-    topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, PatientIdentity, RecordReceived,
-    RecordRejected, SourceRegistered,
+    topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
+    PatientIdentity, PatientMerged, RecordReceived, RecordRejected, SourceRegistered,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -106,7 +106,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     }
 
     let mut applied = Applied::default();
-    let mut known_patients: HashSet<PatientIdentity> = HashSet::new();
+    let mut known_patients = KnownPatients::default();
     let mut last_received: HashMap<String, i64> = HashMap::new();
     for e in batch {
         let slot = next
@@ -121,6 +121,9 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
             .entry((e.topic.clone(), e.partition))
             .or_default() += 1;
         let outcome = match e.topic.as_str() {
+            t if t == topics::RECORDS.name && schemas::is::<PatientMerged>(&e.payload) => {
+                async { apply_merge(&tx, &decoded(&e.payload)?, &mut known_patients).await }.await
+            }
             t if t == topics::RECORDS.name => match decoded::<RecordReceived>(&e.payload) {
                 Ok(r) => {
                     let latest = last_received
@@ -144,6 +147,11 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
             }
             t if t == topics::BREAK_GLASS.name => {
                 async { apply_break_glass(&tx, &decoded(&e.payload)?).await }.await
+            }
+            t if t == topics::DEAD_LETTERS.name
+                && schemas::is::<DeadLetterResubmitted>(&e.payload) =>
+            {
+                async { Ok(apply_resubmitted(&tx, &decoded(&e.payload)?).await?) }.await
             }
             t if t == topics::DEAD_LETTERS.name => {
                 async { Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?) }.await
@@ -206,19 +214,38 @@ fn decoded<E: schemas::Event>(payload: &[u8]) -> Result<E, EventError> {
     schemas::decode::<E>(payload).map_err(|e| EventError::Decode(e.to_string()))
 }
 
+/// The enterprise patient each local identity belongs to in this batch: its own id, or the
+/// survivor it was merged into. Forgotten at every merge.
+#[derive(Default)]
+struct KnownPatients(HashMap<PatientIdentity, uuid::Uuid>);
+
+impl KnownPatients {
+    /// Creates the patient on first sight; returns the enterprise id its records belong to.
+    async fn resolve(
+        &mut self,
+        tx: &Transaction<'_>,
+        identity: &PatientIdentity,
+    ) -> Result<uuid::Uuid, tokio_postgres::Error> {
+        if let Some(id) = self.0.get(identity) {
+            return Ok(*id);
+        }
+        let id = ensure_patient(tx, identity).await?;
+        self.0.insert(identity.clone(), id);
+        Ok(id)
+    }
+}
+
 async fn apply_record(
     tx: &Transaction<'_>,
     r: &RecordReceived,
-    known_patients: &mut HashSet<PatientIdentity>,
+    known_patients: &mut KnownPatients,
 ) -> Result<(), EventError> {
     let resource: Value = serde_json::from_str(&r.resource_json)
         .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
-    let patient_id = r.patient.as_ref().map(|p| p.patient_id());
-    if let Some(identity) = &r.patient {
-        if known_patients.insert(identity.clone()) {
-            ensure_patient(tx, identity).await?;
-        }
-    }
+    let patient_id = match &r.patient {
+        Some(identity) => Some(known_patients.resolve(tx, identity).await?),
+        None => None,
+    };
     let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
     let changed = tx
         .query_opt(
@@ -253,25 +280,105 @@ async fn apply_record(
         .is_some();
     if changed && r.resource_type == "Patient" {
         if let Some(identity) = &r.patient {
-            update_demographics(tx, identity, &resource).await?;
+            // A merged-away patient's later Patient resources stay in its history; the survivor's
+            // own Patient keeps deciding the demographics.
+            if patient_id == Some(identity.patient_id()) {
+                update_demographics(tx, identity, &resource).await?;
+            }
         }
     }
     Ok(())
 }
 
+/// Creates the patient when new; returns the enterprise id its records belong to (the survivor
+/// of a merge, when it was merged away).
 async fn ensure_patient(
     tx: &Transaction<'_>,
     identity: &PatientIdentity,
-) -> Result<(), tokio_postgres::Error> {
-    let id = identity.patient_id();
+) -> Result<uuid::Uuid, tokio_postgres::Error> {
+    let own = identity.patient_id();
     tx.execute(
         "INSERT INTO patients (patient_id, assigning_authority, mrn) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&id, &identity.assigning_authority, &identity.mrn],
+        &[&own, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
+    let id = tx
+        .query_one(
+            "SELECT COALESCE((SELECT survivor_id FROM patient_links WHERE prior_id = $1), $1)",
+            &[&own],
+        )
+        .await?
+        .get(0);
     tx.execute(
         "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         &[&id, &identity.assigning_authority, &identity.mrn],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// ADT^A40: the prior patient's records and identifiers move to the survivor, the prior is
+/// marked merged (search skips it) and linked, so its later records follow too. Consents stay
+/// where they were recorded: the query API applies the stricter of the linked patients'.
+async fn apply_merge(
+    tx: &Transaction<'_>,
+    m: &PatientMerged,
+    known_patients: &mut KnownPatients,
+) -> Result<(), EventError> {
+    // Merges are serialized across projector instances, so a chain (A into B, B into C) applied
+    // on two partitions at once still ends flat.
+    tx.execute("SELECT pg_advisory_xact_lock(7311002)", &[])
+        .await?;
+    known_patients.0.clear();
+    let prior = m.prior.patient_id();
+    ensure_patient(tx, &m.prior).await?;
+    let survivor = ensure_patient(tx, &m.survivor).await?;
+    if survivor == prior {
+        // Merging a patient into itself (or into one already merged into it) changes nothing.
+        tracing::warn!(source = %m.source_id, "merge into the same patient ignored");
+        return Ok(());
+    }
+    // Whatever still belongs to the prior (or to patients merged into it earlier).
+    let moved_from: Vec<uuid::Uuid> = tx
+        .query(
+            "SELECT $1::uuid UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1",
+            &[&prior],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(
+        "UPDATE records SET patient_id = $2 WHERE patient_id = ANY($1)",
+        &[&moved_from, &survivor],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO patient_identifiers (patient_id, system, value)
+         SELECT $2, system, value FROM patient_identifiers WHERE patient_id = ANY($1) ON CONFLICT DO NOTHING",
+        &[&moved_from, &survivor],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM patient_identifiers WHERE patient_id = ANY($1)",
+        &[&moved_from],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE patients SET merged_into = $2, updated_at = now() WHERE patient_id = ANY($1)",
+        &[&moved_from, &survivor],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE patient_links SET survivor_id = $2 WHERE survivor_id = $1",
+        &[&prior, &survivor],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO patient_links (prior_id, survivor_id, source_id, merged_at, event_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (prior_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id, source_id = EXCLUDED.source_id,
+             merged_at = EXCLUDED.merged_at, event_id = EXCLUDED.event_id",
+        &[&prior, &survivor, &m.source_id, &at(m.merged_at), &m.event_id],
     )
     .await?;
     Ok(())
@@ -290,8 +397,12 @@ async fn update_demographics(
         &[&id, &d.family, &d.given, &d.display_name, &d.birth_date, &d.sex],
     )
     .await?;
+    // The Patient's identifiers replace the previous ones, except the local identities that name
+    // this patient: its own and those of the patients merged into it.
     tx.execute(
-        "DELETE FROM patient_identifiers WHERE patient_id = $1 AND NOT (system = $2 AND value = $3)",
+        "DELETE FROM patient_identifiers i WHERE i.patient_id = $1 AND NOT (i.system = $2 AND i.value = $3)
+           AND NOT EXISTS (SELECT 1 FROM patient_links l JOIN patients p ON p.patient_id = l.prior_id
+                           WHERE l.survivor_id = $1 AND p.assigning_authority = i.system AND p.mrn = i.value)",
         &[&id, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
@@ -377,6 +488,26 @@ async fn apply_dead_letter(
             &d.index,
             &d.reason,
             &d.payload,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_resubmitted(
+    tx: &Transaction<'_>,
+    r: &DeadLetterResubmitted,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE dead_letters SET status = 'resubmitted', resubmitted_at = $2, resubmitted_position = $3,
+             resubmit_outcome = $4, resubmit_reason = $5
+         WHERE event_id = $1",
+        &[
+            &r.dead_letter_id,
+            &at(r.resubmitted_at),
+            &r.position,
+            &r.outcome,
+            &r.reason,
         ],
     )
     .await?;

@@ -8,20 +8,20 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const MERCY_AA: &str = "urn:oid:2.16.840.1.113883.3.1001";
+pub(crate) const MERCY_AA: &str = "urn:oid:2.16.840.1.113883.3.1001";
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     let path = format!("{}/fixtures/hl7/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// One MLLP connection: send a framed message, read the framed ACK.
-struct Mllp {
+pub(crate) struct Mllp {
     stream: BufReader<TcpStream>,
 }
 
 impl Mllp {
-    async fn connect(app: &TestApp) -> Mllp {
+    pub(crate) async fn connect(app: &TestApp) -> Mllp {
         Self::connect_to(app.mllp).await
     }
 
@@ -31,7 +31,7 @@ impl Mllp {
         }
     }
 
-    async fn send(&mut self, message: &str) -> Ack {
+    pub(crate) async fn send(&mut self, message: &str) -> Ack {
         let mut framed = vec![0x0b];
         framed.extend_from_slice(message.as_bytes());
         framed.extend_from_slice(&[0x1c, 0x0d]);
@@ -54,7 +54,7 @@ impl Mllp {
     }
 }
 
-struct Ack(String);
+pub(crate) struct Ack(pub(crate) String);
 
 impl Ack {
     fn segment(&self, name: &str) -> Vec<&str> {
@@ -67,7 +67,7 @@ impl Ack {
     }
 
     /// MSA-1.
-    fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.segment("MSA")[1]
     }
 
@@ -82,7 +82,7 @@ impl Ack {
 }
 
 /// The patient's records, polling until `ready` holds (at most 5 s); returns how long it took.
-async fn records_when(
+pub(crate) async fn records_when(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -108,7 +108,7 @@ async fn records_when(
     }
 }
 
-async fn patient_id_when_known(app: &TestApp, system: &str, value: &str) -> String {
+pub(crate) async fn patient_id_when_known(app: &TestApp, system: &str, value: &str) -> String {
     let token = app.token("org-any", &["front_desk"]);
     let path = format!(
         "/v1/patients?identifier={}",
@@ -124,7 +124,7 @@ async fn patient_id_when_known(app: &TestApp, system: &str, value: &str) -> Stri
     panic!("patient never appeared");
 }
 
-fn of_type<'r>(records: &'r [Value], t: &str) -> Vec<&'r Value> {
+pub(crate) fn of_type<'r>(records: &'r [Value], t: &str) -> Vec<&'r Value> {
     records.iter().filter(|r| r["resourceType"] == t).collect()
 }
 

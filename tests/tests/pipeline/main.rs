@@ -3,8 +3,10 @@
 
 mod bad_input;
 mod consent;
+mod dead_letters;
 mod drop_folder;
 mod hl7_mllp;
+mod observability;
 mod phi_logs;
 mod privacy;
 mod projector_restart;
