@@ -22,6 +22,19 @@ if ((${#missing[@]})); then
 	apt_install build-essential perl pkg-config curl python3 postgresql-client openssl
 fi
 
+# promtool (Debian package `prometheus`) lints every process's /metrics in the tests. The package
+# would start a Prometheus server listening on all interfaces: keep its service from starting.
+if ! command -v promtool >/dev/null; then
+	say "installing promtool (Debian package prometheus; its server is not started)"
+	policy=/usr/sbin/policy-rc.d
+	own_policy=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+	fi
+	apt_install --no-install-recommends prometheus
+	if ((own_policy)); then rm -f "$policy"; fi
+fi
+
 # PostgreSQL: the tests create a database per test on 127.0.0.1:5432 (TEST_PG_ADMIN_URL overrides).
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 	if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then

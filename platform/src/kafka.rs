@@ -136,22 +136,80 @@ pub enum PublishError {
     Encode(#[from] schemas::CodecError),
 }
 
-/// Encode `event` and publish it; returns once the broker has made it durable, with where.
+/// Encode `event` and publish it; returns once the broker has made it durable, with where. The
+/// current span's `traceparent` goes along in the record's headers.
 pub async fn publish<E: schemas::Event>(
     producer: &FutureProducer,
     topic: &str,
     key: &str,
     event: &E,
 ) -> Result<schemas::Position, PublishError> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::Producer;
+
     let payload = schemas::encode(event)?;
-    let record = rdkafka::producer::FutureRecord::to(topic)
+    let trace = crate::telemetry::traceparent(&tracing::Span::current());
+    let headers = trace.as_deref().map(|value| {
+        OwnedHeaders::new().insert(Header {
+            key: crate::telemetry::TRACEPARENT,
+            value: Some(value),
+        })
+    });
+    let mut record = rdkafka::producer::FutureRecord::to(topic)
         .key(key)
         .payload(&payload);
-    let delivery = producer
-        .send(record, rdkafka::util::Timeout::Never)
-        .await
-        .map_err(|(e, _)| PublishError::Broker(e))?;
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    let started = std::time::Instant::now();
+    let sent = producer.send(record, rdkafka::util::Timeout::Never).await;
+    metrics::QUEUE_DEPTH.set(producer.in_flight_count() as i64);
+    let delivery = match sent {
+        Ok(delivery) => delivery,
+        Err((e, _)) => {
+            metrics::FAILURES.with_label_values(&[topic]).inc();
+            return Err(PublishError::Broker(e));
+        }
+    };
+    metrics::DELIVERY
+        .with_label_values(&[topic])
+        .observe(started.elapsed().as_secs_f64());
     let mut position = schemas::Position::new();
     position.include(topic, delivery.partition, delivery.offset);
     Ok(position)
+}
+
+/// Producer metrics: labels are topic names only.
+mod metrics {
+    use std::sync::LazyLock;
+
+    use prometheus::{
+        register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
+        IntCounterVec, IntGauge,
+    };
+
+    pub static DELIVERY: LazyLock<HistogramVec> = LazyLock::new(|| {
+        register_histogram_vec!(
+            "hie_kafka_delivery_seconds",
+            "From handing a record to the producer to the broker's acknowledgement",
+            &["topic"],
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+        )
+        .expect("metric registers once")
+    });
+    pub static FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "hie_kafka_delivery_failures_total",
+            "Records the broker did not acknowledge in time",
+            &["topic"]
+        )
+        .expect("metric registers once")
+    });
+    pub static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+        register_int_gauge!(
+            "hie_kafka_producer_queue_messages",
+            "Records handed to the producer and not yet acknowledged, as of the last delivery"
+        )
+        .expect("metric registers once")
+    });
 }

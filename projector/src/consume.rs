@@ -71,8 +71,12 @@ pub async fn run(
             m = consumer.recv() => m,
         };
         let mut batch = Vec::with_capacity(config.batch_max);
+        let mut traces = Traces::default();
         match first {
-            Ok(m) => batch.push(envelope(&m)),
+            Ok(m) => {
+                traces.add(&m);
+                batch.push(envelope(&m));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -82,7 +86,10 @@ pub async fn run(
         let deadline = tokio::time::Instant::now() + config.batch_wait;
         while batch.len() < config.batch_max {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(envelope(&m)),
+                Ok(Ok(m)) => {
+                    traces.add(&m);
+                    batch.push(envelope(&m));
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -90,9 +97,92 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        apply_with_retry(&pool, &batch).await;
+        let spans = traces.spans();
+        apply_with_retry(&pool, &batch, &traces).await;
+        drop(spans);
         commit_to_group(&consumer, &batch);
+        record_lag(&consumer, &batch);
     }
+}
+
+/// The distinct traces a batch carries (`traceparent` record headers), so the projector's write
+/// joins each record's trace and its log line names them.
+#[derive(Default)]
+struct Traces {
+    parents: std::collections::BTreeSet<String>,
+}
+
+impl Traces {
+    /// A log line names at most this many; the spans are made for all of them.
+    const LOGGED: usize = 32;
+
+    fn add(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        use rdkafka::message::Headers;
+        let Some(headers) = m.headers() else { return };
+        for header in headers.iter() {
+            if header.key == platform::telemetry::TRACEPARENT {
+                if let Some(value) = header.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                    self.parents.insert(value.to_owned());
+                }
+            }
+        }
+    }
+
+    /// One `project` span per trace, open while the batch is applied.
+    fn spans(&self) -> Vec<tracing::Span> {
+        self.parents
+            .iter()
+            .map(|parent| {
+                let span = tracing::info_span!("project", trace_id = tracing::field::Empty);
+                platform::telemetry::continue_trace(&span, Some(parent));
+                span
+            })
+            .collect()
+    }
+
+    fn trace_ids(&self) -> String {
+        let ids: Vec<String> = self
+            .parents
+            .iter()
+            .take(Self::LOGGED)
+            .filter_map(|p| platform::telemetry::trace_id_of(p))
+            .collect();
+        ids.join(",")
+    }
+}
+
+/// Lag per partition from the high watermark the last fetch reported (not ListOffsets, which
+/// Tansu can report too low) and the next offset this projector will apply.
+fn record_lag(consumer: &StreamConsumer, batch: &[Envelope]) {
+    let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+    for e in batch {
+        next.insert((e.topic.as_str(), e.partition), e.offset + 1);
+    }
+    for ((topic, partition), next) in next {
+        if let Some(high) = cached_high_watermark(consumer, topic, partition) {
+            crate::metrics::lag(topic, partition, (high - next).max(0));
+        }
+    }
+}
+
+/// The high watermark librdkafka keeps from fetch responses, without asking the broker
+/// (`rd_kafka_get_watermark_offsets`, which the rdkafka crate does not wrap).
+fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::bindings::{rd_kafka_get_watermark_offsets, rd_kafka_resp_err_t};
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer lives as long as `consumer`; librdkafka only reads the
+    // NUL-terminated topic name and writes the two offsets.
+    let err = unsafe {
+        rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 fn envelope(m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope {
@@ -105,16 +195,18 @@ fn envelope(m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope {
 }
 
 /// A batch is never skipped: a database that is down is waited for.
-async fn apply_with_retry(pool: &Pool, batch: &[Envelope]) {
+async fn apply_with_retry(pool: &Pool, batch: &[Envelope], traces: &Traces) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
         match store::apply_batch(pool, batch).await {
             Ok(applied) => {
                 crate::metrics::batch(&applied, batch.len(), started.elapsed());
-                tracing::debug!(
+                tracing::info!(
                     events = applied.events,
                     skipped = applied.skipped_already_applied,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    trace_ids = %traces.trace_ids(),
                     "batch applied"
                 );
                 return;

@@ -11,6 +11,7 @@ pub fn router(pool: Pool) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(platform::http::metrics))
+        .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(pool)
 }
 

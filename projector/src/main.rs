@@ -2,7 +2,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init_logging();
+    let _telemetry = platform::telemetry::init("projector");
     let config = projector::Config::from_env().context("configuration")?;
     tracing::info!(config = ?config, "projector starting");
     let listener = tokio::net::TcpListener::bind(config.http_addr)

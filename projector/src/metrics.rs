@@ -3,7 +3,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+use prometheus::{
+    register_histogram, register_int_counter, register_int_gauge_vec, Histogram, IntCounter,
+    IntGaugeVec,
+};
 
 use crate::store::Applied;
 
@@ -41,6 +44,20 @@ static FRESHNESS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("registers once")
 });
+
+static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "hie_projector_consumer_lag_messages",
+        "Events on a partition not yet applied, as of the last batch from it",
+        &["topic", "partition"]
+    )
+    .expect("registers once")
+});
+
+pub fn lag(topic: &str, partition: i32, behind: i64) {
+    LAG.with_label_values(&[topic, &partition.to_string()])
+        .set(behind);
+}
 
 pub fn batch(applied: &Applied, size: usize, took: Duration) {
     EVENTS.inc_by(applied.events as u64);

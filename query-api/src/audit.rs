@@ -82,10 +82,14 @@ impl Auditor {
             returned: a.returned as i64,
             withheld: a.withheld as i64,
         };
-        crate::metrics::access(&event.basis, &event.outcome);
-        self.publish(topics::ACCESS.name, &event.patient_id, &event)
-            .await
-            .map(|_| ())
+        let recorded = self
+            .publish(topics::ACCESS.name, &event.patient_id, &event)
+            .await;
+        match &recorded {
+            Ok(_) => crate::metrics::access(&event.basis, &event.outcome),
+            Err(_) => crate::metrics::audit_failed("access"),
+        }
+        recorded.map(|_| ())
     }
 
     /// Record an account's new state; returns its position once durable.
@@ -96,8 +100,13 @@ impl Auditor {
 
     /// Record a Break-the-Glass grant; returns its position once durable.
     pub async fn break_glass(&self, event: &BreakGlassRecorded) -> Result<Position, AuditError> {
-        crate::metrics::break_glass();
-        self.publish(topics::BREAK_GLASS.name, &event.patient_id, event)
-            .await
+        let recorded = self
+            .publish(topics::BREAK_GLASS.name, &event.patient_id, event)
+            .await;
+        match &recorded {
+            Ok(_) => crate::metrics::break_glass(),
+            Err(_) => crate::metrics::audit_failed("break_glass"),
+        }
+        recorded
     }
 }

@@ -2,7 +2,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init_logging();
+    let _telemetry = platform::telemetry::init("query-api");
     let config = query_api::Config::from_env().context("configuration")?;
     tracing::info!(config = ?config, "query-api starting");
     let listener = tokio::net::TcpListener::bind(config.http_addr)

@@ -4,10 +4,12 @@
 mod app;
 mod broker;
 mod database;
+mod stack;
 
 pub use app::{urlencode, Services, TestApp};
 pub use broker::Broker;
 pub use database::TestDb;
+pub use stack::{Stack, SERVICES, STACK_ADMIN};
 
 /// The Synthea bundles shipped beside the repository (`../shared/data/synthea`).
 pub fn synthea_dir() -> std::path::PathBuf {

@@ -37,5 +37,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources/{source_id}/fhir", post(fhir::post_fhir))
         .route("/v1/consents", post(consents::post_consent))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(state)
 }

@@ -49,5 +49,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources", get(sources::directory))
         .route("/v1/users", get(users::list_users))
         .route("/v1/users/{id}", put(users::put_user))
+        .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(state)
 }

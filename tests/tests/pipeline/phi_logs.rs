@@ -1,93 +1,23 @@
 //! No PHI in logs: run the real binaries through a whole scenario, capture everything they log,
 //! and look for the test patient's name, birth date and MRN.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use hie_tests::{free_port, urlencode, workspace_binary, Broker, TestDb};
-use platform::auth::{sign_hs256, Claims};
+use hie_tests::{urlencode, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const SECRET: &str = "phi-log-test-secret";
 const AA: &str = "urn:oid:2.16.840.1.113883.3.6161";
 const FAMILY: &str = "Quixotezyx";
 const GIVEN: &str = "Wilhelminaqv";
 const BIRTH_DATE: &str = "1937-07-19";
 const MRN: &str = "MRN-PHI-774411";
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn token(sub: &str, org: &str, roles: &[&str]) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let claims = Claims {
-        sub: sub.into(),
-        email: format!("{sub}@example.org"),
-        org: org.into(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        exp,
-        iat: None,
-    };
-    sign_hs256(&claims, SECRET.as_bytes())
-}
-
-async fn healthy(http: &reqwest::Client, url: &str) {
-    for _ in 0..400 {
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
-            if r.status() == StatusCode::OK {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} not healthy");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_scenario_logs_no_phi() {
-    let broker = Broker::start();
-    let db = TestDb::create().await;
-    let logs = std::env::temp_dir().join(format!("hie-phi-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&logs).unwrap();
-    let (ingest_port, projector_port, query_port) = (free_port(), free_port(), free_port());
-    let start = |name: &str| {
-        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-        Proc(
-            Command::new(workspace_binary(name))
-                .env("KAFKA_BROKERS", broker.address())
-                .env("DATABASE_URL", db.url())
-                .env("HIE_JWT_SECRET", SECRET)
-                .env("INGEST_HTTP_ADDR", format!("127.0.0.1:{ingest_port}"))
-                .env("PROJECTOR_HTTP_ADDR", format!("127.0.0.1:{projector_port}"))
-                .env("QUERY_HTTP_ADDR", format!("127.0.0.1:{query_port}"))
-                .env("RUST_LOG", "info")
-                .env("HIE_BOOTSTRAP_ADMIN", "admin")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let procs = vec![start("ingest"), start("projector"), start("query-api")];
-    let http = reqwest::Client::new();
-    let ingest = format!("http://127.0.0.1:{ingest_port}");
-    let query = format!("http://127.0.0.1:{query_port}");
-    healthy(&http, &ingest).await;
-    healthy(&http, &query).await;
+    let mut stack = Stack::start(&[]).await;
+    let http = stack.http.clone();
+    let (ingest, query) = (stack.ingest.clone(), stack.query.clone());
 
-    let admin = token("admin", "org-hie", &["admin"]);
+    let admin = stack.admin();
     let r: Value = http
         .put(format!("{ingest}/v1/sources/phi-src"))
         .bearer_auth(&admin)
@@ -149,7 +79,7 @@ async fn a_whole_scenario_logs_no_phi() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let clinician = token("dr", "org-reader", &["physician"]);
+    let clinician = stack.token("dr", "org-reader", &["physician"]);
     let search = format!(
         "{query}/v1/patients?family={FAMILY}&birth_date={BIRTH_DATE}&identifier={}",
         urlencode(&format!("{AA}|{MRN}"))
@@ -214,11 +144,11 @@ async fn a_whole_scenario_logs_no_phi() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    drop(procs);
+    stack.stop();
 
     let mut scanned = 0;
-    for name in ["ingest", "projector", "query-api"] {
-        let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
+    for name in hie_tests::SERVICES {
+        let text = stack.log(name);
         assert!(
             !text.is_empty(),
             "{name} logged nothing: the scan would prove nothing"
@@ -233,5 +163,4 @@ async fn a_whole_scenario_logs_no_phi() {
         scanned += text.lines().count();
     }
     eprintln!("scanned {scanned} log lines of 3 processes: no name, birth date or MRN");
-    let _ = std::fs::remove_dir_all(&logs);
 }
