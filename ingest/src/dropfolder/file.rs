@@ -7,6 +7,7 @@ use schemas::{now_micros, PatientIdentity, Position, SourceRegistered};
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::lines::{Line, Lines};
 use super::receipt::{self, Receipt};
@@ -46,7 +47,16 @@ pub async fn process(
         file: name.clone(),
         ..Receipt::default()
     };
-    let outcome = ingest(df, source_id, path, &mut receipt, shutdown).await;
+    // One trace per file: every chunk's records carry it to the projector.
+    let span = tracing::info_span!(
+        "drop_file",
+        source = source_id,
+        trace_id = tracing::field::Empty
+    );
+    platform::telemetry::continue_trace(&span, None);
+    let outcome = ingest(df, source_id, path, &mut receipt, shutdown)
+        .instrument(span)
+        .await;
     let stage = match outcome {
         Ok(()) => "done",
         Err(FileError::Rejected(reason)) => {

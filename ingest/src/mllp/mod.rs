@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub use receive::Receiver;
 
@@ -61,7 +62,10 @@ async fn connection(
                 return;
             }
         };
-        let ack = receiver.receive(&message).await;
+        // Each message starts a trace; its records carry it to the projector.
+        let span = tracing::info_span!("mllp", trace_id = tracing::field::Empty);
+        platform::telemetry::continue_trace(&span, None);
+        let ack = receiver.receive(&message).instrument(span).await;
         if let Err(e) = write.write_all(&frame::wrap(ack.as_bytes())).await {
             tracing::warn!(error = %e, "MLLP ACK not delivered");
             return;
