@@ -152,4 +152,44 @@ mod tests {
         assert_eq!(trace_id_of("garbage"), None);
         assert_eq!(trace_id_of(""), None);
     }
+
+    fn with_tracer(f: impl FnOnce()) {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    #[test]
+    fn a_span_continues_the_callers_trace_and_hands_it_on() {
+        with_tracer(|| {
+            let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let span = tracing::info_span!("http", trace_id = tracing::field::Empty);
+            continue_trace(&span, Some(parent));
+            let next = traceparent(&span).expect("a traceparent to hand on");
+            assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+            assert!(!next.contains("00f067aa0ba902b7"), "a new span id, not the caller's");
+        });
+    }
+
+    #[test]
+    fn without_a_usable_parent_a_new_trace_starts() {
+        with_tracer(|| {
+            let mut ids = std::collections::HashSet::new();
+            for parent in [None, Some("garbage"), Some("")] {
+                let span = tracing::info_span!("http", trace_id = tracing::field::Empty);
+                continue_trace(&span, parent);
+                let next = traceparent(&span).expect("a new trace");
+                ids.insert(trace_id_of(&next).expect("well formed"));
+            }
+            assert_eq!(ids.len(), 3);
+        });
+    }
+
+    #[test]
+    fn without_a_tracer_nothing_is_handed_on() {
+        let span = tracing::info_span!("http", trace_id = tracing::field::Empty);
+        continue_trace(&span, None);
+        assert_eq!(traceparent(&span), None);
+    }
 }
