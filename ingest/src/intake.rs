@@ -2,9 +2,10 @@
 //! records become `RecordReceived` events, rejections become `RecordRejected` dead letters, and
 //! both are published and acknowledged by the broker before the caller answers its sender.
 
-use schemas::{topics, Position, RecordReceived, RecordRejected, SourceRegistered};
+use schemas::{topics, PatientMerged, Position, RecordReceived, RecordRejected, SourceRegistered};
 
 use crate::fhir::{Record, Rejection};
+use crate::hl7::Merge;
 use crate::publish::{PublishError, Publisher};
 
 /// Where a batch of records came from.
@@ -32,6 +33,21 @@ impl Provenance<'_> {
             version: r.last_updated.unwrap_or(self.received_at),
             sensitivity: sensitivity.to_string(),
             resource_json: r.resource.to_string(),
+        };
+        (event.key(), event)
+    }
+
+    /// Keyed by the prior patient (`PatientMerged::key`): see ARCHITECTURE.md, "A merge's path".
+    pub fn merge_event(&self, m: Merge) -> (String, PatientMerged) {
+        let event = PatientMerged {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            merged_at: self.received_at,
+            source_id: self.source.source_id.clone(),
+            organization_id: self.source.organization_id.clone(),
+            channel: self.channel.to_string(),
+            message_id: self.message_id.to_string(),
+            survivor: m.survivor,
+            prior: m.prior,
         };
         (event.key(), event)
     }
@@ -95,6 +111,26 @@ pub async fn publish(
         accepted = records.len(),
         rejected = dead_letters.len(),
         "records published"
+    );
+    Ok(position)
+}
+
+/// Publish a merge message: the survivor's updated Patient first, then the merges; returns once
+/// the broker acknowledged all.
+pub async fn publish_merges(
+    publisher: &Publisher,
+    from: &Provenance<'_>,
+    records: Vec<Record>,
+    merges: Vec<Merge>,
+) -> Result<Position, PublishError> {
+    let mut position = publish(publisher, from, records, &[]).await?;
+    let merges: Vec<_> = merges.into_iter().map(|m| from.merge_event(m)).collect();
+    position.merge(&publisher.publish_all(topics::RECORDS.name, &merges).await?);
+    tracing::info!(
+        source = from.source.source_id.as_str(),
+        channel = from.channel,
+        merges = merges.len(),
+        "patient merges published"
     );
     Ok(position)
 }

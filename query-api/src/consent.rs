@@ -32,6 +32,10 @@ impl Decision {
 /// One row of the consents view.
 #[derive(Debug, Clone)]
 pub struct ConsentRow {
+    /// The enterprise patient the decision was recorded for: the patient itself, or a patient
+    /// merged into it (ADT^A40). Every linked patient has at least one row; one with an empty
+    /// organization stands for "no decision recorded".
+    pub member: uuid::Uuid,
     pub organization_id: String,
     pub decision: String,
     pub effective_at: Option<SystemTime>,
@@ -60,14 +64,49 @@ impl ConsentRow {
 }
 
 /// An organization-specific decision beats an all-participants (`*`) one; a specific row that
-/// is revoked, expired or not yet effective leaves the `*` decision to apply.
+/// is revoked, expired or not yet effective leaves the `*` decision to apply. A merged patient's
+/// rows come from each linked patient: the stricter decision wins (deny, then deny except in an
+/// emergency, then no decision, then grant; Part 2 only when every grant covers it), so a merge
+/// never makes data more visible than either patient's own consent did.
 pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<InForce> {
-    let pick = |o: &str| {
-        rows.iter()
-            .find(|r| r.organization_id == o)
-            .and_then(|r| r.in_force(now))
+    let mut members: Vec<uuid::Uuid> = rows.iter().map(|r| r.member).collect();
+    members.sort();
+    members.dedup();
+    let each = members.iter().map(|m| {
+        let pick = |o: &str| {
+            rows.iter()
+                .find(|r| r.member == *m && r.organization_id == o)
+                .and_then(|r| r.in_force(now))
+        };
+        pick(org).or_else(|| pick("*"))
+    });
+    let mut stricter: Option<Option<InForce>> = None;
+    for d in each {
+        stricter = Some(match stricter {
+            None => d,
+            Some(current) => strictest(current, d),
+        });
+    }
+    stricter.flatten()
+}
+
+fn strictest(a: Option<InForce>, b: Option<InForce>) -> Option<InForce> {
+    let rank = |d: &Option<InForce>| match d.map(|f| f.decision) {
+        Some(Decision::Deny) => 3,
+        Some(Decision::DenyExceptEmergency) => 2,
+        None => 1,
+        Some(Decision::Grant) => 0,
     };
-    pick(org).or_else(|| pick("*"))
+    match (a, b) {
+        (Some(x), Some(y)) if x.decision == Decision::Grant && y.decision == Decision::Grant => {
+            Some(InForce {
+                decision: Decision::Grant,
+                covers_part2: x.covers_part2 && y.covers_part2,
+            })
+        }
+        (a, b) if rank(&a) >= rank(&b) => a,
+        (_, b) => b,
+    }
 }
 
 /// Break-the-Glass is possible without a decision and under `deny_except_emergency`; never
@@ -86,6 +125,7 @@ mod tests {
 
     fn row(org: &str, decision: &str) -> ConsentRow {
         ConsentRow {
+            member: uuid::Uuid::nil(),
             organization_id: org.into(),
             decision: decision.into(),
             effective_at: None,
@@ -130,6 +170,49 @@ mod tests {
             );
         }
         assert_eq!(decision_for(&[row("org-c", "revoke")], "org-c", now), None);
+    }
+
+    fn of(member: u128, org: &str, decision: &str, part2: bool) -> ConsentRow {
+        ConsentRow {
+            member: uuid::Uuid::from_u128(member),
+            part2,
+            ..row(org, decision)
+        }
+    }
+
+    #[test]
+    fn a_merged_patient_gets_the_stricter_of_the_linked_decisions() {
+        let now = SystemTime::now();
+        let decide = |rows: &[ConsentRow]| decision_for(rows, "org-a", now);
+        // Survivor grants, prior denies: deny.
+        let rows = [of(1, "org-a", "grant", true), of(2, "*", "deny", false)];
+        assert_eq!(decide(&rows).unwrap().decision, Decision::Deny);
+        // Survivor grants, prior never decided (its marker row): no decision, BTG possible.
+        let rows = [of(1, "*", "grant", true), of(2, "", "", false)];
+        assert_eq!(decide(&rows), None);
+        // Prior denies except in an emergency, survivor undecided: deny except in an emergency.
+        let rows = [
+            of(1, "", "", false),
+            of(2, "org-a", "deny_except_emergency", false),
+        ];
+        assert_eq!(
+            decide(&rows).unwrap().decision,
+            Decision::DenyExceptEmergency
+        );
+        // Both grant: Part 2 only if both grants cover it.
+        let rows = [of(1, "org-a", "grant", true), of(2, "*", "grant", false)];
+        assert_eq!(
+            decide(&rows),
+            Some(InForce {
+                decision: Decision::Grant,
+                covers_part2: false
+            })
+        );
+        let rows = [of(1, "org-a", "grant", true), of(2, "*", "grant", true)];
+        assert!(decide(&rows).unwrap().covers_part2);
+        // One patient alone: as before.
+        assert_eq!(decide(&[of(1, "", "", false)]), None);
+        assert_eq!(decide(&[]), None);
     }
 
     #[test]

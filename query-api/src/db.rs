@@ -64,7 +64,9 @@ pub async fn search_patients(
                               -- Searchable, but a Social Security number is not shown.
                               WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)
              FROM patients p
-             WHERE ($1::text IS NULL OR lower(p.family) LIKE $1)
+             -- A patient merged into another is found as the survivor (its identifiers moved).
+             WHERE p.merged_into IS NULL
+               AND ($1::text IS NULL OR lower(p.family) LIKE $1)
                AND ($2::text IS NULL OR lower(p.given) LIKE $2)
                AND ($3::text IS NULL OR p.birth_date = $3)
                AND ($5::text IS NULL OR EXISTS (
@@ -87,15 +89,21 @@ pub async fn search_patients(
         .collect())
 }
 
-pub async fn patient_exists(pool: &Pool, id: Uuid) -> Result<bool, DbError> {
+/// The enterprise patient an id stands for: itself, or the survivor it was merged into (ADT^A40);
+/// `None` when the views do not know it.
+pub async fn patient(pool: &Pool, id: Uuid) -> Result<Option<Uuid>, DbError> {
     let client = pool.get().await?;
     Ok(client
-        .query_opt("SELECT 1 FROM patients WHERE patient_id = $1", &[&id])
+        .query_opt(
+            "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
+            &[&id],
+        )
         .await?
-        .is_some())
+        .map(|r| r.get(0)))
 }
 
-/// The consent rows that can apply to `org`'s users, for each patient.
+/// The consent rows that can apply to `org`'s users, for each patient: its own and those of the
+/// patients merged into it, at least one row per linked patient (`consent::ConsentRow::member`).
 pub async fn consents(
     pool: &Pool,
     patients: &[Uuid],
@@ -104,19 +112,25 @@ pub async fn consents(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT patient_id, organization_id, decision, effective_at, expires_at, part2
-             FROM consents WHERE patient_id = ANY($1) AND organization_id IN ($2, '*')",
+            "WITH members AS (
+                 SELECT p AS patient_id, p AS member FROM unnest($1::uuid[]) AS p
+                 UNION SELECT survivor_id, prior_id FROM patient_links WHERE survivor_id = ANY($1))
+             SELECT m.patient_id, m.member, COALESCE(c.organization_id, ''), COALESCE(c.decision, ''),
+                    c.effective_at, c.expires_at, COALESCE(c.part2, false)
+             FROM members m
+             LEFT JOIN consents c ON c.patient_id = m.member AND c.organization_id IN ($2, '*')",
             &[&patients, &org],
         )
         .await?;
     let mut out: HashMap<Uuid, Vec<ConsentRow>> = HashMap::new();
     for r in rows {
         out.entry(r.get(0)).or_default().push(ConsentRow {
-            organization_id: r.get(1),
-            decision: r.get(2),
-            effective_at: r.get(3),
-            expires_at: r.get(4),
-            part2: r.get(5),
+            member: r.get(1),
+            organization_id: r.get(2),
+            decision: r.get(3),
+            effective_at: r.get(4),
+            expires_at: r.get(5),
+            part2: r.get(6),
         });
     }
     Ok(out)
@@ -176,7 +190,9 @@ pub async fn access_log(pool: &Pool, patient: Uuid) -> Result<Vec<Value>, DbErro
         "SELECT json_build_object('at', to_char(at AT TIME ZONE 'UTC', {TIMESTAMP}), 'user', user_id, 'email', user_email,
                 'organization', organization_id, 'role', role, 'action', action, 'basis', basis, 'outcome', outcome,
                 'returned', returned, 'withheld', withheld)
-         FROM access_log WHERE patient_id = $1 ORDER BY at, event_id"
+         FROM access_log
+         WHERE patient_id = $1 OR patient_id IN (SELECT prior_id FROM patient_links WHERE survivor_id = $1)
+         ORDER BY at, event_id"
     );
     let rows = client.query(&sql, &[&patient]).await?;
     Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())

@@ -5,11 +5,13 @@
 mod ack;
 mod datetime;
 mod encounter;
+mod merge;
 mod parse;
 mod patient;
 mod report;
 
 pub use ack::{ack, AckCode};
+pub use merge::Merge;
 pub use parse::Message;
 
 use serde_json::{json, Value};
@@ -38,8 +40,8 @@ pub enum MapError {
     Version,
     #[error("message type {0} is not supported")]
     MessageType(String),
-    #[error("ADT^A40 (merge) is not supported yet")]
-    MergeNotSupported,
+    #[error("ADT^A40 (merge) is taken over MLLP only, one message at a time")]
+    MergeOverMllpOnly,
     #[error("{0}")]
     Invalid(String),
 }
@@ -50,7 +52,7 @@ impl MapError {
         match self {
             MapError::Version => "203",
             MapError::MessageType(_) => "200",
-            MapError::MergeNotSupported => "201",
+            MapError::MergeOverMllpOnly => "201",
             MapError::Invalid(_) => "101",
         }
     }
@@ -59,7 +61,7 @@ impl MapError {
     pub fn ack_code(&self) -> AckCode {
         match self {
             MapError::Version | MapError::MessageType(_) => AckCode::Reject,
-            MapError::MergeNotSupported | MapError::Invalid(_) => AckCode::Error,
+            MapError::MergeOverMllpOnly | MapError::Invalid(_) => AckCode::Error,
         }
     }
 }
@@ -97,12 +99,15 @@ impl Header {
 const ADT_PATIENT_AND_ENCOUNTER: &[&str] = &["A01", "A02", "A03", "A04", "A08", "A11", "A13"];
 const ADT_PATIENT_ONLY: &[&str] = &["A28", "A31"];
 
-/// The records a message carries, or why it cannot be taken.
-pub fn to_records(
-    msg: &Message,
-    header: &Header,
-    ctx: &SourceContext,
-) -> Result<Vec<Record>, MapError> {
+/// What a message stands for: records, and for an A40 the patients it merges.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    pub records: Vec<Record>,
+    pub merges: Vec<Merge>,
+}
+
+/// What a message stands for, or why it cannot be taken.
+pub fn map(msg: &Message, header: &Header, ctx: &SourceContext) -> Result<Mapped, MapError> {
     header.check_version()?;
     if header.control_id.is_empty() {
         return Err(MapError::Invalid(
@@ -110,13 +115,31 @@ pub fn to_records(
         ));
     }
     let m = Mapper { msg, header, ctx };
-    match (header.code.as_str(), header.trigger.as_str()) {
-        ("ADT", "A40") => Err(MapError::MergeNotSupported),
+    let records = match (header.code.as_str(), header.trigger.as_str()) {
+        ("ADT", "A40") => return merge::map(&m),
         ("ADT", t) if ADT_PATIENT_AND_ENCOUNTER.contains(&t) => m.adt(true),
         ("ADT", t) if ADT_PATIENT_ONLY.contains(&t) => m.adt(false),
         ("ORU", "R01") => report::records(&m),
         (code, trigger) => Err(MapError::MessageType(format!("{code}^{trigger}"))),
+    }?;
+    Ok(Mapped {
+        records,
+        merges: Vec::new(),
+    })
+}
+
+/// The records a message carries, for channels that publish records only (the drop folder's
+/// batches): a merge is refused there and dead-lettered, to be sent over MLLP.
+pub fn to_records(
+    msg: &Message,
+    header: &Header,
+    ctx: &SourceContext,
+) -> Result<Vec<Record>, MapError> {
+    if (header.code.as_str(), header.trigger.as_str()) == ("ADT", "A40") {
+        header.check_version()?;
+        return Err(MapError::MergeOverMllpOnly);
     }
+    Ok(map(msg, header, ctx)?.records)
 }
 
 /// One message being mapped, with what every mapping step needs.

@@ -20,29 +20,12 @@ impl<'s, 'a> Patient<'s, 'a> {
     /// The PID-3 repetition under the source's assigning authority (CX-4), else the first typed
     /// `MR`/`MRN` (CX-5).
     pub fn read(m: &Mapper<'_, 'a>, pid: &'s Segment<'a>) -> Result<Self, MapError> {
-        let ids = m.repetitions(pid, 3);
-        let sep = &m.msg.separators;
-        let under_authority = ids.iter().find(|cx| {
-            let ns = m.text(cx.subcomponent(4, 1, sep));
-            let universal = m.text(cx.subcomponent(4, 2, sep));
-            [ns, universal]
-                .iter()
-                .flatten()
-                .any(|a| same_authority(a, &m.ctx.assigning_authority))
-        });
-        let typed_mr = || {
-            ids.iter()
-                .find(|cx| matches!(m.rep_component(cx, 5).as_deref(), Some("MR" | "MRN")))
-        };
-        let mrn = under_authority
-            .or_else(typed_mr)
-            .and_then(|cx| m.rep_component(cx, 1))
-            .ok_or_else(|| {
-                MapError::Invalid(
-                    "PID-3 has no identifier under the source's assigning authority nor one typed MR"
-                        .into(),
-                )
-            })?;
+        let mrn = local_mrn(m, pid, 3).ok_or_else(|| {
+            MapError::Invalid(
+                "PID-3 has no identifier under the source's assigning authority nor one typed MR"
+                    .into(),
+            )
+        })?;
         let id = m.id("Patient", &mrn);
         Ok(Patient {
             identity: PatientIdentity {
@@ -149,6 +132,28 @@ impl<'s, 'a> Patient<'s, 'a> {
 }
 
 /// Authorities compare without a `urn:oid:` prefix: senders write OIDs either way.
+/// The MRN in a CX list (PID-3, MRG-1): the repetition under the source's assigning authority
+/// (CX-4), else the first typed `MR`/`MRN` (CX-5).
+pub fn local_mrn(m: &Mapper<'_, '_>, seg: &Segment<'_>, field: usize) -> Option<String> {
+    let ids = m.repetitions(seg, field);
+    let sep = &m.msg.separators;
+    let under_authority = ids.iter().find(|cx| {
+        let ns = m.text(cx.subcomponent(4, 1, sep));
+        let universal = m.text(cx.subcomponent(4, 2, sep));
+        [ns, universal]
+            .iter()
+            .flatten()
+            .any(|a| same_authority(a, &m.ctx.assigning_authority))
+    });
+    let typed_mr = || {
+        ids.iter()
+            .find(|cx| matches!(m.rep_component(cx, 5).as_deref(), Some("MR" | "MRN")))
+    };
+    under_authority
+        .or_else(typed_mr)
+        .and_then(|cx| m.rep_component(cx, 1))
+}
+
 fn same_authority(a: &str, b: &str) -> bool {
     let strip = |s: &str| s.trim().trim_start_matches("urn:oid:").to_string();
     strip(a) == strip(b)

@@ -165,13 +165,14 @@ fn rejections_name_fields_not_values() {
     assert!(matches!(err, MapError::Invalid(_)));
     assert!(!err.to_string().contains("SECRET"));
 
+    // An A40 without its MRG: nothing to merge.
     let merge = fixture("mercy_adt_a08.hl7").replace("ADT^A08^ADT_A01", "ADT^A40^ADT_A39");
     let msg = Message::parse(&merge).unwrap();
     let header = Header::read(&msg).unwrap();
-    assert_eq!(
-        to_records(&msg, &header, &ctx).unwrap_err(),
-        MapError::MergeNotSupported
-    );
+    assert!(matches!(
+        super::map(&msg, &header, &ctx).unwrap_err(),
+        MapError::Invalid(_)
+    ));
 
     let old = fixture("mercy_adt_a08.hl7").replace("|2.5.1", "|2.2");
     let msg = Message::parse(&old).unwrap();
@@ -190,6 +191,93 @@ fn rejections_name_fields_not_values() {
     );
 }
 
+fn map_a40(text: &str) -> Result<Mapped, MapError> {
+    let msg = Message::parse(text).unwrap();
+    let header = Header::read(&msg).unwrap();
+    let ctx = SourceContext {
+        source_id: header.source_id.clone(),
+        assigning_authority: MERCY.into(),
+    };
+    super::map(&msg, &header, &ctx)
+}
+
+#[test]
+fn a40_merges_the_mrg_patient_into_the_pid_patient() {
+    let mapped = map_a40(&fixture("mercy_adt_a40.hl7")).unwrap();
+    assert_eq!(
+        mapped.merges,
+        vec![Merge {
+            survivor: schemas::PatientIdentity {
+                assigning_authority: MERCY.into(),
+                mrn: "MG12345".into(),
+            },
+            prior: schemas::PatientIdentity {
+                assigning_authority: MERCY.into(),
+                mrn: "MG67890".into(),
+            },
+        }]
+    );
+    // The PID updates the survivor like an A08: the same Patient resource as the A04 made.
+    assert_eq!(mapped.records.len(), 1);
+    let a04 = map("mercy_adt_a04.hl7", MERCY).unwrap();
+    assert_eq!(mapped.records[0].resource_id, a04[0].resource_id);
+    assert_eq!(
+        mapped.records[0].resource["name"][0]["family"],
+        "O'Neil-Hart"
+    );
+
+    // The drop folder publishes records only: a merge there is refused, to be sent over MLLP.
+    let text = fixture("mercy_adt_a40.hl7");
+    let msg = Message::parse(&text).unwrap();
+    let header = Header::read(&msg).unwrap();
+    let ctx = SourceContext {
+        source_id: "MERCY-GENERAL".into(),
+        assigning_authority: MERCY.into(),
+    };
+    let err = to_records(&msg, &header, &ctx).unwrap_err();
+    assert_eq!(err, MapError::MergeOverMllpOnly);
+    assert_eq!(err.ack_code(), AckCode::Error);
+}
+
+#[test]
+fn a40_with_several_patient_groups_merges_each() {
+    let text = fixture("mercy_adt_a40.hl7")
+        + "PID|2||MG2^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR\rMRG|MG3^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR\r";
+    let mapped = map_a40(&text).unwrap();
+    let pairs: Vec<(&str, &str)> = mapped
+        .merges
+        .iter()
+        .map(|m| (m.survivor.mrn.as_str(), m.prior.mrn.as_str()))
+        .collect();
+    assert_eq!(pairs, vec![("MG12345", "MG67890"), ("MG2", "MG3")]);
+    assert_eq!(mapped.records.len(), 2);
+}
+
+#[test]
+fn a40_errors_name_segments_not_values() {
+    let a40 = fixture("mercy_adt_a40.hl7");
+    // MRG-1 only under another authority, untyped: no prior to merge.
+    let foreign = a40.replace(
+        "MRG|MG67890^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR~555^^^OTHER^PI",
+        "MRG|SECRET-9^^^ELSEWHERE^PI",
+    );
+    let err = map_a40(&foreign).unwrap_err();
+    assert!(err.to_string().contains("MRG-1"), "{err}");
+    assert!(!err.to_string().contains("SECRET"));
+    // A patient merged into itself.
+    let same = a40.replace("MRG|MG67890", "MRG|MG12345");
+    let err = map_a40(&same).unwrap_err();
+    assert_eq!(
+        err,
+        MapError::Invalid("MRG-1 names the same patient as PID-3".into())
+    );
+    assert!(!err.to_string().contains("MG12345"));
+    // The MRG belongs to the PID before it, not to a later group.
+    let misplaced = a40.replace("\rMRG|", "\rZZZ|")
+        + "PID|2||MG2^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR\rMRG|MG3^^^MERCY^MR\r";
+    assert!(map_a40(&misplaced).is_err());
+}
+
 /// A cheap stand-in for a fuzz target: random messages built from the characters that matter
 /// never panic the parser or the mapping.
 #[test]
@@ -203,6 +291,7 @@ fn random_messages_never_panic() {
         "MSH|^~\\&|A|F|B|G|20240101||ORU^R01|1|P|2.5\rPID|||",
         "MSH|^~\\&|A|F|B|G|20240101||ORU^R01|1|P|2.5\rPID|||1^^^F^MR\rOBR|1||F1|C^D^LN\rOBX|1|",
         "MSH|^~\\&|A|F|B|G|20240101||ADT^A01|1|P|2.5\rPID|||1^^^F^MR|",
+        "MSH|^~\\&|A|F|B|G|20240101||ADT^A40|1|P|2.5\rPID|||1^^^F^MR\rMRG|",
         "",
     ];
     let ctx = SourceContext {
@@ -223,7 +312,7 @@ fn random_messages_never_panic() {
         }
         if let Ok(msg) = Message::parse(&text) {
             if let Ok(header) = Header::read(&msg) {
-                let _ = to_records(&msg, &header, &ctx);
+                let _ = super::map(&msg, &header, &ctx);
             }
             let _ = ack(Some(&msg), AckCode::Error, Some(("101", "x")));
         }

@@ -83,8 +83,8 @@ impl Receiver {
             source_id: source.source_id.clone(),
             assigning_authority: source.assigning_authority.clone(),
         };
-        let records = match hl7::to_records(&msg, &header, &ctx) {
-            Ok(records) => records,
+        let mapped = match hl7::map(&msg, &header, &ctx) {
+            Ok(mapped) => mapped,
             Err(e) => {
                 return self
                     .reject(
@@ -106,7 +106,12 @@ impl Receiver {
             message_id: &header.control_id,
             received_at,
         };
-        match intake::publish(&self.publisher, &from, records, &[]).await {
+        let published = if mapped.merges.is_empty() {
+            intake::publish(&self.publisher, &from, mapped.records, &[]).await
+        } else {
+            intake::publish_merges(&self.publisher, &from, mapped.records, mapped.merges).await
+        };
+        match published {
             Ok(_) => hl7::ack(Some(&msg), AckCode::Accept, None),
             Err(e) => {
                 tracing::error!(source = %source.source_id, error = %e, "HL7 message not published");

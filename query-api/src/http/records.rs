@@ -29,13 +29,14 @@ fn valid_type(t: &str) -> bool {
         && t.chars().all(|c| c.is_ascii_alphabetic())
 }
 
-/// The patient's enterprise id, if the path holds one the views know.
+/// The patient's enterprise id, if the path holds one the views know. The id of a patient merged
+/// into another (ADT^A40) stands for the survivor: its records, consents and audit are the
+/// survivor's.
 pub async fn known_patient(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
     let patient = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
-    if !db::patient_exists(&state.pool, patient).await? {
-        return Err(ApiError::NotFound);
-    }
-    Ok(patient)
+    db::patient(&state.pool, patient)
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 pub async fn records(

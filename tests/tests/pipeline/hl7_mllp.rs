@@ -237,6 +237,7 @@ async fn rejected_messages_get_ae_or_ar_with_err_and_are_dead_lettered() {
     assert_eq!(ack.code(), "AR");
     assert!(ack.has_err());
 
+    // A merge without its MRG segment (the prior patient) is an error in the content.
     let merge = a08.replace("ADT^A08^ADT_A01|MG0002", "ADT^A40^ADT_A39|MG0040");
     let ack = conn.send(&merge).await;
     assert_eq!((ack.code(), ack.control_id()), ("AE", "MG0040"));

@@ -6,6 +6,7 @@ mod consent;
 mod dead_letters;
 mod drop_folder;
 mod hl7_mllp;
+mod merge;
 mod observability;
 mod phi_logs;
 mod privacy;
