@@ -223,3 +223,49 @@ async fn an_edited_fhir_payload_is_resubmitted_and_readable() {
     assert_eq!(records[0]["name"][0]["family"], "Deadletter");
     list_when(&app, &["--source", "clinic"], |l| l.is_empty()).await;
 }
+
+/// Many letters selected by filter: one progress line each, a summary with the time taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_dead_letters_are_resubmitted_by_filter_with_progress() {
+    const N: usize = 100;
+    let app = TestApp::spawn().await;
+    let mut conn = Mllp::connect(&app).await;
+    for i in 0..N {
+        let message = fixture("mercy_adt_a04.hl7")
+            .replace("MG12345", &format!("BULK{i}"))
+            .replace("|MG0001|", &format!("|BULK{i}|"));
+        assert_eq!(conn.send(&message).await.code(), "AR");
+    }
+    list_when(
+        &app,
+        &["--source", "MERCY-GENERAL", "--limit", "1000"],
+        |l| l.len() == N,
+    )
+    .await;
+    app.register_source("MERCY-GENERAL", "org-mercy", MERCY_AA)
+        .await;
+
+    let run = hiectl(
+        &app,
+        &[
+            "resubmit",
+            "--all",
+            "--source",
+            "MERCY-GENERAL",
+            "--reason-contains",
+            "NOT A REGISTERED",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), N);
+    assert!(lines[0].starts_with(&format!("[1/{N}] ")), "{}", lines[0]);
+    assert!(lines.iter().all(|l| l.ends_with("\taccepted")));
+    eprintln!("{}", run.stderr.trim());
+    assert!(run
+        .stderr
+        .contains(&format!("{N} accepted, 0 rejected again, 0 failed")));
+    patient_id_when_known(&app, MERCY_AA, &format!("BULK{}", N - 1)).await;
+    list_when(&app, &["--source", "MERCY-GENERAL"], |l| l.is_empty()).await;
+}

@@ -10,9 +10,11 @@ use serde_json::Value;
 
 use crate::hl7_mllp::{fixture, of_type, patient_id_when_known, records_when, Mllp, MERCY_AA};
 
-/// Mercy's fixture re-addressed to another patient (MRN) and message id.
+/// Mercy's fixture re-addressed to another patient (MRN, visit) and message id.
 fn for_mrn(name: &str, mrn: &str, control_id: &str) -> String {
-    let text = fixture(name).replace("MG12345", mrn);
+    let text = fixture(name)
+        .replace("MG12345", mrn)
+        .replace("V1001", &format!("V-{mrn}"));
     let old = text.split('|').nth(9).unwrap().to_string();
     text.replacen(&format!("|{old}|"), &format!("|{control_id}|"), 1)
 }
