@@ -168,7 +168,10 @@ mod tests {
             continue_trace(&span, Some(parent));
             let next = traceparent(&span).expect("a traceparent to hand on");
             assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-            assert!(!next.contains("00f067aa0ba902b7"), "a new span id, not the caller's");
+            assert!(
+                !next.contains("00f067aa0ba902b7"),
+                "a new span id, not the caller's"
+            );
         });
     }
 

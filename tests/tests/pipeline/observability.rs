@@ -182,8 +182,8 @@ async fn every_metrics_endpoint_passes_promtool_and_has_the_dashboard_families()
             &[
                 r#"hie_http_requests_total{method="POST",route="/v1/sources/{source_id}/fhir",status="202"} 1"#,
                 r#"hie_http_request_duration_seconds_bucket{method="PUT",route="/v1/sources/{source_id}""#,
-                r#"hie_ingest_records_published_total{channel="http",source="obs-src"} 2"#,
-                r#"hie_ingest_records_rejected_total{channel="http",source="obs-src"} 1"#,
+                r#"hie_ingest_records_published_total{channel="fhir_bundle",source="obs-src"} 2"#,
+                r#"hie_ingest_records_rejected_total{channel="fhir_bundle",source="obs-src"} 1"#,
                 r#"hie_kafka_delivery_seconds_bucket{topic="hie.records""#,
                 r#"hie_kafka_delivery_seconds_count{topic="hie.deadletter"} 1"#,
                 "hie_kafka_producer_queue_messages ",
