@@ -29,6 +29,8 @@ pub struct PatientSearch {
 pub struct PatientRow {
     pub id: Uuid,
     pub name: Option<String>,
+    pub family: Option<String>,
+    pub given: Option<String>,
     pub birth_date: Option<String>,
     pub sex: Option<String>,
     pub identifiers: Value,
@@ -58,11 +60,8 @@ pub async fn search_patients(
     };
     let rows = client
         .query(
-            "SELECT p.patient_id, p.display_name, p.birth_date, p.sex,
-                    COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value) ORDER BY i.system)
-                              FROM patient_identifiers i
-                              -- Searchable, but a Social Security number is not shown.
-                              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)
+            &format!(
+                "SELECT {PATIENT_COLUMNS}
              FROM patients p
              -- A patient merged into another is found as the survivor (its identifiers moved).
              WHERE p.merged_into IS NULL
@@ -73,20 +72,42 @@ pub async fn search_patients(
                      SELECT 1 FROM patient_identifiers i
                      WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)))
              ORDER BY p.family NULLS LAST, p.given NULLS LAST, p.patient_id
-             LIMIT $6",
+             LIMIT $6"
+            ),
             &[&family, &given, &q.birth_date, &system, &value, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PatientRow {
-            id: r.get(0),
-            name: r.get(1),
-            birth_date: r.get(2),
-            sex: r.get(3),
-            identifiers: r.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(patient_row).collect())
+}
+
+/// What a demographic read shows of a patient (`PatientRow`), in this order.
+const PATIENT_COLUMNS: &str = "p.patient_id, p.display_name, p.family, p.given, p.birth_date, p.sex,
+    COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value) ORDER BY i.system, i.value)
+              FROM patient_identifiers i
+              -- Searchable, but a Social Security number is not shown.
+              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)";
+
+fn patient_row(r: &tokio_postgres::Row) -> PatientRow {
+    PatientRow {
+        id: r.get(0),
+        name: r.get(1),
+        family: r.get(2),
+        given: r.get(3),
+        birth_date: r.get(4),
+        sex: r.get(5),
+        identifiers: r.get(6),
+    }
+}
+
+/// One patient's demographics, by enterprise id (a survivor's, see `patient`).
+pub async fn patient_demographics(pool: &Pool, id: Uuid) -> Result<Option<PatientRow>, DbError> {
+    let client = pool.get().await?;
+    let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.patient_id = $1");
+    Ok(client
+        .query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(patient_row))
 }
 
 /// The enterprise patient an id stands for: itself, or the survivor it was merged into (ADT^A40);

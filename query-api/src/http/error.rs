@@ -1,6 +1,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use platform::http::{error_body, error_with};
+use platform::http::error_with;
 
 use crate::db::DbError;
 
@@ -26,39 +26,45 @@ pub enum ApiError {
     AuditUnavailable(#[from] crate::audit::AuditError),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = self.to_string();
+impl ApiError {
+    /// The status and error code, the same at the JSON edge (`/v1`) and the FHIR edge (`/fhir`,
+    /// where the code goes into the `OperationOutcome`). Logs the failures of dependencies once.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Unauthorized(_) => {
-                error_body(StatusCode::UNAUTHORIZED, "unauthorized", message)
-            }
-            ApiError::Forbidden(code, _, break_glass_allowed) => {
-                let mut extra = serde_json::Map::new();
-                if let Some(b) = break_glass_allowed {
-                    extra.insert("break_glass_allowed".into(), b.into());
-                }
-                error_with(StatusCode::FORBIDDEN, code, message, extra)
-            }
-            ApiError::BadRequest(code, _) => error_body(StatusCode::BAD_REQUEST, code, message),
-            ApiError::NotFound => error_body(StatusCode::NOT_FOUND, "not_found", message),
-            ApiError::Conflict(code, _) => error_body(StatusCode::CONFLICT, code, message),
-            ApiError::NotReady => error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
-            ApiError::NotCaughtUp => {
-                error_body(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message)
-            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(code, _, _) => (StatusCode::FORBIDDEN, code),
+            ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::NotCaughtUp => (StatusCode::SERVICE_UNAVAILABLE, "not_caught_up"),
             ApiError::AuditUnavailable(e) => {
                 tracing::error!(error = %e, "audit event not durable; request refused");
-                error_body(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "audit_unavailable",
-                    message,
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable")
             }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "database error");
-                error_body(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
         }
+    }
+
+    /// Whether the caller may break the glass, on a consent refusal.
+    pub fn break_glass_allowed(&self) -> Option<bool> {
+        match self {
+            ApiError::Forbidden(_, _, allowed) => *allowed,
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut extra = serde_json::Map::new();
+        if let Some(b) = self.break_glass_allowed() {
+            extra.insert("break_glass_allowed".into(), b.into());
+        }
+        error_with(status, code, self.to_string(), extra)
     }
 }

@@ -4,6 +4,7 @@ mod access_log;
 mod break_glass;
 mod caller;
 mod error;
+mod fhir;
 mod health;
 mod patients;
 mod position;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources", get(sources::directory))
         .route("/v1/users", get(users::list_users))
         .route("/v1/users/{id}", put(users::put_user))
+        .merge(fhir::routes())
         .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(state)
 }

@@ -23,7 +23,7 @@ pub struct SearchParams {
     identifier: Option<String>,
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
+pub(super) fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 

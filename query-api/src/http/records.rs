@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use platform::auth::Role;
+use platform::auth::{Role, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -39,6 +39,13 @@ pub async fn known_patient(state: &AppState, id: &str) -> Result<Uuid, ApiError>
         .ok_or(ApiError::NotFound)
 }
 
+/// What a clinical read serves once consent (or Break-the-Glass) allowed it and its audit event
+/// is durable: the records the caller may see (Part 2 data only under a consent covering it).
+pub struct Served {
+    pub records: Vec<Value>,
+    pub basis: &'static str,
+}
+
 pub async fn records(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -58,18 +65,33 @@ pub async fn records(
         Some(t) => format!("records?type={t}"),
         None => "records".to_string(),
     };
+    let served = read_records(&state, &user, patient, resource_type.as_deref(), action).await?;
+    Ok(Json(
+        json!({"records": served.records, "basis": served.basis}),
+    ))
+}
+
+/// The one path every clinical read takes (`/v1/patients/{id}/records` and the FHIR API): the
+/// caller's role, the consent in force for their organization, their own Break-the-Glass, Part 2
+/// filtering, and the audit event, published before anything is answered — refusals included.
+/// `action` names the read in the access log.
+pub async fn read_records(
+    state: &AppState,
+    user: &User,
+    patient: Uuid,
+    resource_type: Option<&str>,
+    action: String,
+) -> Result<Served, ApiError> {
     let refuse = |role: Role,
                   code: &'static str,
                   message: &'static str,
                   break_glass_allowed: Option<bool>| {
-        let state = state.clone();
-        let user = user.clone();
         let action = action.clone();
         async move {
             state
                 .auditor
                 .access(Access {
-                    user: &user,
+                    user,
                     role,
                     patient,
                     action,
@@ -79,10 +101,9 @@ pub async fn records(
                     withheld: 0,
                 })
                 .await?;
-            Err::<Json<Value>, _>(ApiError::Forbidden(code, message, break_glass_allowed))
+            Err::<Served, _>(ApiError::Forbidden(code, message, break_glass_allowed))
         }
     };
-
     let Some(role) = user.role_for(Role::reads_clinical_data) else {
         return refuse(
             user.primary_role(),
@@ -126,7 +147,7 @@ pub async fn records(
         }
     };
 
-    let all = db::records(&state.pool, patient, resource_type.as_deref()).await?;
+    let all = db::records(&state.pool, patient, resource_type).await?;
     let total = all.len();
     let records: Vec<Value> = all
         .into_iter()
@@ -137,7 +158,7 @@ pub async fn records(
     state
         .auditor
         .access(Access {
-            user: &user,
+            user,
             role,
             patient,
             action,
@@ -148,5 +169,5 @@ pub async fn records(
         })
         .await?;
     tracing::info!(records = records.len(), withheld, basis, organization = %user.org, "records served");
-    Ok(Json(json!({"records": records, "basis": basis})))
+    Ok(Served { records, basis })
 }

@@ -1,0 +1,525 @@
+//! FHIR R4 for EHRs (API.md, "Query API"): `GET /fhir/metadata`, `GET /fhir/Patient/{id}`,
+//! `GET /fhir/{type}?patient={id}`, `GET /fhir/Patient/{id}/$everything`. Clinical reads take the
+//! same path as `/v1/patients/{id}/records` (`records::read_records`: consent, Break-the-Glass,
+//! Part 2, audit); demographics need no consent, as `/v1/patients`. Every error under `/fhir` is
+//! an `OperationOutcome`.
+
+mod resources;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use platform::auth::User;
+use serde_json::Value;
+
+use super::caller::Caller;
+use super::patients::non_empty;
+use super::position::CaughtUp;
+use super::records::{known_patient, read_records};
+use super::{ApiError, AppState};
+use crate::db::{self, PatientSearch};
+use resources::{capability_statement, operation_outcome, patient, searchset, PATIENT_SCOPED};
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+const MAX_PATIENTS: i64 = 100;
+
+/// The routes under `/fhir`; anything else there is a 404 `OperationOutcome`.
+pub fn routes() -> Router<AppState> {
+    let fhir = Router::new()
+        .route("/metadata", get(metadata).fallback(method_not_allowed))
+        .route(
+            "/Patient",
+            get(search_patients).fallback(method_not_allowed),
+        )
+        .route(
+            "/Patient/{id}",
+            get(read_patient).fallback(method_not_allowed),
+        )
+        // `{operation}`, not a literal `$everything`: clients may percent-encode the `$`.
+        .route(
+            "/Patient/{id}/{operation}",
+            get(patient_operation).fallback(method_not_allowed),
+        )
+        .route("/{type}", get(search_type).fallback(method_not_allowed))
+        .fallback(unknown);
+    Router::new().nest("/fhir", fhir)
+}
+
+/// An error under `/fhir`: an `OperationOutcome` with the status the `/v1` routes would give.
+#[derive(Debug)]
+pub enum FhirError {
+    Api(ApiError),
+    /// 400 `not-supported`: a resource type, parameter or operation this server does not serve.
+    NotSupported(&'static str),
+    /// 400 `required`/`invalid`: a search without its patient, or with conflicting ones.
+    BadSearch(&'static str, &'static str),
+    /// 406: the client accepts only a format other than JSON.
+    NotAcceptable,
+    /// 404 for a path under `/fhir` that is no FHIR interaction here.
+    UnknownRoute,
+    MethodNotAllowed,
+}
+
+impl From<ApiError> for FhirError {
+    fn from(e: ApiError) -> Self {
+        FhirError::Api(e)
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let (status, outcome) = match &self {
+            FhirError::Api(e) => {
+                let (status, code) = e.status_and_code();
+                let issue_type = match status {
+                    StatusCode::UNAUTHORIZED => "login",
+                    StatusCode::FORBIDDEN => "forbidden",
+                    StatusCode::NOT_FOUND => "not-found",
+                    StatusCode::CONFLICT => "conflict",
+                    StatusCode::BAD_REQUEST => "invalid",
+                    _ => "transient",
+                };
+                (
+                    status,
+                    operation_outcome(issue_type, code, &e.to_string(), e.break_glass_allowed()),
+                )
+            }
+            FhirError::NotSupported(what) => (
+                StatusCode::BAD_REQUEST,
+                operation_outcome("not-supported", "not_supported", what, None),
+            ),
+            FhirError::BadSearch(issue_type, what) => (
+                StatusCode::BAD_REQUEST,
+                operation_outcome(issue_type, "invalid_search", what, None),
+            ),
+            FhirError::NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                operation_outcome(
+                    "not-supported",
+                    "not_acceptable",
+                    "this server answers in JSON only (application/fhir+json)",
+                    None,
+                ),
+            ),
+            FhirError::UnknownRoute => (
+                StatusCode::NOT_FOUND,
+                operation_outcome(
+                    "not-found",
+                    "unknown_route",
+                    "no such FHIR interaction; see GET /fhir/metadata",
+                    None,
+                ),
+            ),
+            FhirError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                operation_outcome(
+                    "not-supported",
+                    "method_not_allowed",
+                    "this FHIR API is read-only: GET only",
+                    None,
+                ),
+            ),
+        };
+        let mut response = fhir_json(status, &outcome);
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn fhir_json(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The caller (`Caller`), its refusals as `OperationOutcome`s.
+struct FhirCaller(User);
+
+impl FromRequestParts<AppState> for FhirCaller {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FhirError> {
+        let Caller(user) = Caller::from_request_parts(parts, state).await?;
+        Ok(FhirCaller(user))
+    }
+}
+
+/// `X-Min-Position` (`CaughtUp`), its refusals as `OperationOutcome`s.
+struct FhirCaughtUp;
+
+impl FromRequestParts<AppState> for FhirCaughtUp {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FhirError> {
+        CaughtUp::from_request_parts(parts, state).await?;
+        Ok(FhirCaughtUp)
+    }
+}
+
+/// Content negotiation: `_format` (json, application/json, application/fhir+json) wins over
+/// `Accept`; either asking only for something else (XML) is a 406. Also gives the base URL.
+struct Fhir {
+    base: String,
+}
+
+impl FromRequestParts<AppState> for Fhir {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, FhirError> {
+        let format = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(q)| q.into_iter().find(|(k, _)| k == "_format"))
+            .map(|(_, v)| v);
+        let acceptable = match format {
+            Some(f) => json_media(&f) || f == "json",
+            None => parts
+                .headers
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|accept| {
+                    accept.split(',').any(|range| {
+                        let media = range.split(';').next().unwrap_or("").trim();
+                        media.is_empty() || json_media(media)
+                    })
+                }),
+        };
+        if !acceptable {
+            return Err(FhirError::NotAcceptable);
+        }
+        Ok(Fhir {
+            base: base_url(&parts.headers),
+        })
+    }
+}
+
+fn json_media(media: &str) -> bool {
+    matches!(
+        media.to_ascii_lowercase().as_str(),
+        "*/*"
+            | "application/*"
+            | "application/json"
+            | "application/fhir+json"
+            | "application/json+fhir"
+    )
+}
+
+/// The absolute base of `fullUrl`s: the host the client addressed (a proxy's
+/// `X-Forwarded-Proto` honoured), so references resolve from where the client stands.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let proto = match headers
+        .get("x-forwarded-proto")
+        .and_then(|p| p.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{proto}://{host}/fhir")
+}
+
+/// `GET /fhir/metadata`: the CapabilityStatement, served without a token.
+async fn metadata(fhir: Fhir) -> Result<Response, FhirError> {
+    Ok(fhir_json(StatusCode::OK, &capability_statement(&fhir.base)))
+}
+
+/// `GET /fhir/Patient/{id}`: demographics, without consent (as `/v1/patients`); an id merged away
+/// stands for the survivor, whose Patient (with the survivor's id) is answered.
+async fn read_patient(
+    _: Fhir,
+    State(state): State<AppState>,
+    FhirCaller(_user): FhirCaller,
+    _: FhirCaughtUp,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let id = known_patient(&state, &id).await?;
+    let row = db::patient_demographics(&state.pool, id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(fhir_json(StatusCode::OK, &patient(&row)))
+}
+
+/// `GET /fhir/Patient?...`: demographic search, as `/v1/patients` (no consent needed).
+async fn search_patients(
+    fhir: Fhir,
+    State(state): State<AppState>,
+    FhirCaller(_user): FhirCaller,
+    _: FhirCaughtUp,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, FhirError> {
+    let Ok(Query(params)) = params else {
+        return Err(FhirError::BadSearch(
+            "invalid",
+            "the query string is malformed",
+        ));
+    };
+    let first = |name: &str| {
+        non_empty(
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()),
+        )
+    };
+    let mut applied = Vec::new();
+    let rows = if let Some(id) = first("_id") {
+        applied.push(format!("_id={id}"));
+        match known_patient(&state, &id).await {
+            Ok(patient) => db::patient_demographics(&state.pool, patient)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .collect(),
+            Err(ApiError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        let search = PatientSearch {
+            family: first("family"),
+            given: first("given"),
+            birth_date: first("birthdate"),
+            identifier: first("identifier").map(|i| match i.split_once('|') {
+                Some((system, value)) => (system.to_string(), value.to_string()),
+                None => (String::new(), i),
+            }),
+        };
+        for (name, value) in [
+            ("family", &search.family),
+            ("given", &search.given),
+            ("birthdate", &search.birth_date),
+        ] {
+            if let Some(v) = value {
+                applied.push(format!("{name}={}", encode(v)));
+            }
+        }
+        if let Some((system, value)) = &search.identifier {
+            let token = if system.is_empty() {
+                value.clone()
+            } else {
+                format!("{system}|{value}")
+            };
+            applied.push(format!("identifier={}", encode(&token)));
+        }
+        if applied.is_empty() {
+            return Err(FhirError::BadSearch(
+                "required",
+                "give at least one of _id, identifier, family, given, birthdate",
+            ));
+        }
+        db::search_patients(&state.pool, &search, MAX_PATIENTS)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let self_url = format!("{}/Patient?{}", fhir.base, applied.join("&"));
+    let patients = rows.iter().map(patient).collect();
+    Ok(fhir_json(
+        StatusCode::OK,
+        &searchset(&fhir.base, &self_url, patients),
+    ))
+}
+
+/// `GET /fhir/{type}?patient={id}` (or `subject=Patient/{id}`, `patient=Patient/{id}`): the
+/// patient's records of one type, through the same consent path as `/v1/.../records?type=`.
+async fn search_type(
+    fhir: Fhir,
+    State(state): State<AppState>,
+    FhirCaller(user): FhirCaller,
+    _: FhirCaughtUp,
+    Path(resource_type): Path<String>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, FhirError> {
+    if !PATIENT_SCOPED.contains(&resource_type.as_str()) {
+        return Err(FhirError::NotSupported(
+            "this resource type is not served here; see GET /fhir/metadata",
+        ));
+    }
+    let Ok(Query(params)) = params else {
+        return Err(FhirError::BadSearch(
+            "invalid",
+            "the query string is malformed",
+        ));
+    };
+    let id = patient_param(&params)?;
+    let patient = known_patient(&state, &id).await?;
+    let action = format!("fhir:{resource_type}?patient");
+    let served = read_records(&state, &user, patient, Some(&resource_type), action).await?;
+    let self_url = format!("{}/{resource_type}?patient={patient}", fhir.base);
+    Ok(fhir_json(
+        StatusCode::OK,
+        &searchset(&fhir.base, &self_url, served.records),
+    ))
+}
+
+/// The patient of a type search: `patient=<id>`, `patient=Patient/<id>`, `subject=Patient/<id>`
+/// (an absolute `.../Patient/<id>` too). One patient, however many times it is named.
+fn patient_param(params: &[(String, String)]) -> Result<String, FhirError> {
+    let mut ids = Vec::new();
+    for (name, value) in params {
+        let value = value.trim();
+        let id = match name.as_str() {
+            "patient" | "patient:Patient" => {
+                value.rsplit_once("Patient/").map_or(value, |(_, id)| id)
+            }
+            "subject" | "subject:Patient" => match value.rsplit_once("Patient/") {
+                Some((_, id)) => id,
+                None if name == "subject:Patient" => value,
+                None => {
+                    return Err(FhirError::NotSupported(
+                        "subject must reference a Patient (subject=Patient/<id>)",
+                    ))
+                }
+            },
+            _ => continue,
+        };
+        if id.is_empty() {
+            return Err(FhirError::BadSearch(
+                "invalid",
+                "an empty patient reference",
+            ));
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    match ids.as_slice() {
+        [id] => Ok(id.to_string()),
+        [] => Err(FhirError::BadSearch(
+            "required",
+            "a search needs its patient: patient=<id> or subject=Patient/<id>",
+        )),
+        _ => Err(FhirError::BadSearch(
+            "invalid",
+            "a search covers one patient only",
+        )),
+    }
+}
+
+/// `GET /fhir/Patient/{id}/$everything`: the enterprise Patient, then every record the caller may
+/// read, through the same consent path as `/v1/patients/{id}/records`.
+async fn patient_operation(
+    fhir: Fhir,
+    State(state): State<AppState>,
+    FhirCaller(user): FhirCaller,
+    _: FhirCaughtUp,
+    Path((id, operation)): Path<(String, String)>,
+) -> Result<Response, FhirError> {
+    if operation != "$everything" {
+        return Err(FhirError::NotSupported(
+            "the only operation on a Patient is $everything",
+        ));
+    }
+    let patient_id = known_patient(&state, &id).await?;
+    let served = read_records(
+        &state,
+        &user,
+        patient_id,
+        None,
+        "fhir:Patient/$everything".into(),
+    )
+    .await?;
+    let row = db::patient_demographics(&state.pool, patient_id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::NotFound)?;
+    let mut resources = Vec::with_capacity(served.records.len() + 1);
+    resources.push(patient(&row));
+    resources.extend(served.records);
+    let self_url = format!("{}/Patient/{patient_id}/$everything", fhir.base);
+    Ok(fhir_json(
+        StatusCode::OK,
+        &searchset(&fhir.base, &self_url, resources),
+    ))
+}
+
+async fn unknown() -> FhirError {
+    FhirError::UnknownRoute
+}
+
+async fn method_not_allowed() -> FhirError {
+    FhirError::MethodNotAllowed
+}
+
+/// Percent-encode a search value for the Bundle's self link.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'|' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_patient_of_a_search_in_every_spelling() {
+        for p in [
+            params(&[("patient", "abc")]),
+            params(&[("patient", "Patient/abc")]),
+            params(&[("subject", "Patient/abc")]),
+            params(&[("subject", "http://h/fhir/Patient/abc"), ("patient", "abc")]),
+            params(&[("_count", "10"), ("subject:Patient", "abc")]),
+        ] {
+            assert_eq!(patient_param(&p).unwrap(), "abc");
+        }
+        assert!(matches!(
+            patient_param(&params(&[("code", "x")])),
+            Err(FhirError::BadSearch("required", _))
+        ));
+        assert!(matches!(
+            patient_param(&params(&[("patient", "a"), ("subject", "Patient/b")])),
+            Err(FhirError::BadSearch("invalid", _))
+        ));
+        assert!(matches!(
+            patient_param(&params(&[("subject", "Group/g")])),
+            Err(FhirError::NotSupported(_))
+        ));
+    }
+
+    #[test]
+    fn routes_do_not_conflict() {
+        let _ = routes();
+    }
+
+    #[test]
+    fn base_url_follows_the_host_header() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("ehr.example:8080"));
+        assert_eq!(base_url(&h), "http://ehr.example:8080/fhir");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(base_url(&h), "https://ehr.example:8080/fhir");
+        h.insert(HOST, HeaderValue::from_static("bad/host"));
+        assert_eq!(base_url(&h), "https://localhost/fhir");
+    }
+}
