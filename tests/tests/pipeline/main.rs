@@ -5,6 +5,7 @@ mod bad_input;
 mod consent;
 mod dead_letters;
 mod drop_folder;
+mod fhir_api;
 mod hl7_mllp;
 mod merge;
 mod observability;
