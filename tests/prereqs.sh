@@ -72,3 +72,11 @@ if ! python3 -c 'import fastavro' 2>/dev/null; then
 		python3 -m pip install --quiet --break-system-packages fastavro 2>/dev/null ||
 		apt_install python3-fastavro
 fi
+
+# fhir.resources: an independent FHIR implementation the FHIR API tests validate our resources with
+# (tests/check_fhir.py, R4B models; works offline).
+if ! python3 -c 'import fhir.resources.R4B.bundle' 2>/dev/null; then
+	say "installing fhir.resources (pip)"
+	python3 -m pip install --quiet 'fhir.resources>=8,<9' 2>/dev/null ||
+		python3 -m pip install --quiet --break-system-packages 'fhir.resources>=8,<9'
+fi

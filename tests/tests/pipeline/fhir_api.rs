@@ -517,3 +517,37 @@ async fn fhir_reads_of_a_synthea_patient_follow_consent_and_are_audited() {
         ("refusal", &refusal),
     ]);
 }
+
+/// Fail closed as on /v1: no durable audit event, no data — a 503 OperationOutcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_no_audit_no_data() {
+    const AA: &str = "urn:oid:2.16.840.1.113883.3.78";
+    let mut app = TestApp::spawn().await;
+    let key = app.register_source("hosp", "org-hosp", AA).await;
+    let p = app
+        .post_bundle_ok(
+            "hosp",
+            &key,
+            &crate::bundle(AA, "F1", "p", &[("o", "2024-01-01T00:00:00Z", 1.0)]),
+        )
+        .await;
+    let c = app.consent(AA, "F1", READER, "grant").await;
+    let id = app.patient_id(AA, "F1", Some(&p)).await;
+    let token = app.token(READER, &["physician"]);
+    let observations = format!("/fhir/Observation?patient={id}");
+    let (status, body) = fhir(app.get(&observations, &token, Some(&c)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        bundle_ids(&body),
+        BTreeSet::from(["Observation/o".to_string()])
+    );
+
+    app.broker.kill();
+    for path in [observations, format!("/fhir/Patient/{id}/$everything")] {
+        let (status, body) = fhir(app.get(&path, &token, None).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(outcome(&body).0, "audit_unavailable");
+        assert_eq!(body["issue"][0]["code"], "transient");
+        assert!(body.get("entry").is_none());
+    }
+}
