@@ -192,6 +192,11 @@ impl Target {
             422 => Outcome::Rejected {
                 reason: first_error(&body),
             },
+            // Refused as a whole (malformed, too large, unknown type): ingest dead-lettered the
+            // body again.
+            400 | 413 | 415 => Outcome::Rejected {
+                reason: body["message"].as_str().unwrap_or("refused").to_string(),
+            },
             _ => Outcome::Failed {
                 error: format!(
                     "ingest answered HTTP {status} {}: {}",

@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use schemas::{now_micros, SourceRegistered};
+use schemas::{now_micros, topics, SourceRegistered};
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
@@ -19,24 +19,47 @@ pub async fn post_fhir(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let source = authenticate_source(&state, &source_id, &headers)?;
-    let body = body.map_err(|r| ApiError::from_body(r, state.config.max_body_bytes))?;
-    let parsed = match media_type(&headers).as_deref() {
-        Some("application/fhir+json" | "application/json") | None => fhir::parse_bundle(&body),
-        Some("application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") => fhir::parse_ndjson(&body),
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {other} is not accepted: send application/fhir+json or application/fhir+ndjson"
-            )))
-        }
-    }
-    .map_err(|e| ApiError::BadRequest("malformed_body", e.to_string()))?;
-
     let received_at = now_micros();
-    let channel = if parsed.kind == BundleKind::Ndjson {
-        "fhir_ndjson"
-    } else {
-        "fhir_bundle"
+    let media = media_type(&headers);
+    let channel = match media.as_deref() {
+        Some("application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") => {
+            "fhir_ndjson"
+        }
+        _ => "fhir_bundle",
     };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let refused = ApiError::from_body(rejection, state.config.max_body_bytes);
+            return Err(
+                dead_letter_body(&state, &source, channel, received_at, refused, b"").await,
+            );
+        }
+    };
+    let parsed = match media.as_deref() {
+        Some("application/fhir+json" | "application/json") | None => fhir::parse_bundle(&body),
+        Some("application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") => {
+            fhir::parse_ndjson(&body)
+        }
+        Some(other) => {
+            let refused = ApiError::UnsupportedMediaType(format!(
+                "content type {other} is not accepted: send application/fhir+json or application/fhir+ndjson"
+            ));
+            return Err(
+                dead_letter_body(&state, &source, channel, received_at, refused, &body).await,
+            );
+        }
+    };
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let refused = ApiError::BadRequest("malformed_body", e.to_string());
+            return Err(
+                dead_letter_body(&state, &source, channel, received_at, refused, &body).await,
+            );
+        }
+    };
+
     let message_id = parsed
         .message_id
         .clone()
@@ -80,6 +103,40 @@ pub async fn post_fhir(
             "position": position.encode(),
         })),
     ))
+}
+
+/// A body refused as a whole (unreadable, malformed, too large, of an unknown type) from an
+/// authenticated source is dead-lettered with what was read of it, so it can be found and
+/// re-submitted after a fix. If even the dead letter cannot be made durable, the source is told
+/// to retry (503) rather than that its input was looked at.
+async fn dead_letter_body(
+    state: &AppState,
+    source: &SourceRegistered,
+    channel: &str,
+    received_at: i64,
+    refused: ApiError,
+    raw: &[u8],
+) -> ApiError {
+    let letter = intake::dead_letter(
+        Some(&source.source_id),
+        channel,
+        &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+        None,
+        &refused.to_string(),
+        &String::from_utf8_lossy(raw),
+        received_at,
+    );
+    match state
+        .publisher
+        .publish(topics::DEAD_LETTERS.name, &letter.key(), &letter)
+        .await
+    {
+        Ok(_) => {
+            crate::metrics::rejected(&source.source_id, channel, 1);
+            refused
+        }
+        Err(e) => ApiError::Unavailable(e),
+    }
 }
 
 fn authenticate_source(

@@ -224,6 +224,83 @@ async fn an_edited_fhir_payload_is_resubmitted_and_readable() {
     list_when(&app, &["--source", "clinic"], |l| l.is_empty()).await;
 }
 
+/// A body refused as a whole (400) is a dead letter too; re-submitted still broken it is rejected
+/// again (a new open letter), fixed it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_is_dead_lettered_whole_and_resubmitted_after_a_fix() {
+    const AA: &str = "urn:oid:2.16.840.1.113883.3.78";
+    let app = TestApp::spawn().await;
+    let key = app.register_source("clinic", "org-clinic", AA).await;
+    let good = crate::bundle(AA, "M-78", "p-78", &[("o-78", "2026-01-01T00:00:00Z", 7.0)]);
+    let text = good.to_string();
+    let truncated = &text[..text.len() - 20];
+    let r = app
+        .post_fhir(
+            "clinic",
+            &key,
+            "application/fhir+json",
+            truncated.to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    let letters = list_when(&app, &["--source", "clinic"], |l| l.len() == 1).await;
+    let id = letters[0]["id"].as_str().unwrap().to_string();
+    let file = app.drop_dir.join("whole.json");
+    let shown = hiectl(&app, &["show", &id, "--out", file.to_str().unwrap()]).await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), truncated);
+
+    // Still wrong (a Bundle type ingest does not take): rejected again, exit 1, a new letter.
+    std::fs::write(
+        &file,
+        r#"{"resourceType":"Bundle","type":"searchset","entry":[]}"#,
+    )
+    .unwrap();
+    let again = hiectl(
+        &app,
+        &[
+            "resubmit",
+            &id,
+            "--payload",
+            file.to_str().unwrap(),
+            "--api-key",
+            &key,
+        ],
+    )
+    .await;
+    assert!(
+        !again.ok && again.stdout.contains("rejected again\tBundle.type"),
+        "{}",
+        again.stdout
+    );
+    let open = list_when(&app, &["--source", "clinic"], |l| {
+        l.len() == 1 && l[0]["id"].as_str() != Some(id.as_str())
+    })
+    .await;
+    let second = open[0]["id"].as_str().unwrap().to_string();
+
+    std::fs::write(&file, &text).unwrap();
+    let run = hiectl(
+        &app,
+        &[
+            "resubmit",
+            &second,
+            "--payload",
+            file.to_str().unwrap(),
+            "--api-key",
+            &key,
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    app.consent(AA, "M-78", "org-clinic", "grant").await;
+    let token = app.token("org-clinic", &["physician"]);
+    let patient = patient_id_when_known(&app, AA, "M-78").await;
+    records_when(&app, &token, &patient, |r| r.len() == 2).await;
+    list_when(&app, &["--source", "clinic"], |l| l.is_empty()).await;
+}
+
 /// Many letters selected by filter: one progress line each, a summary with the time taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_dead_letters_are_resubmitted_by_filter_with_progress() {
