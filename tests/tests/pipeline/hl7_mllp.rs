@@ -292,11 +292,15 @@ async fn rejected_messages_get_ae_or_ar_with_err_and_are_dead_lettered() {
     assert_eq!(merge_row.get::<_, String>(3), merge);
 }
 
-/// Many connections at once, many messages each; prints the sustained rate.
+/// Many connections at once, many messages each; prints the sustained rate. For a longer run:
+/// `HIE_MLLP_PER_CONNECTION=1000 cargo nextest run -p hie-tests --no-capture -E 'test(many_connections)'`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_many_messages() {
     const CONNECTIONS: usize = 8;
-    const PER_CONNECTION: usize = 50;
+    let per_connection: usize = std::env::var("HIE_MLLP_PER_CONNECTION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let app = TestApp::spawn().await;
     app.register_source("MERCY-GENERAL", "org-mercy", MERCY_AA)
         .await;
@@ -308,7 +312,7 @@ async fn many_connections_many_messages() {
             let addr = app.mllp;
             tokio::spawn(async move {
                 let mut conn = Mllp::connect_to(addr).await;
-                for i in 0..PER_CONNECTION {
+                for i in 0..per_connection {
                     let message = template
                         .replace("MG12345^", &format!("LOAD-{c}-{i}^"))
                         .replace("|MG0002|", &format!("|L{c}-{i}|"));
@@ -323,13 +327,13 @@ async fn many_connections_many_messages() {
         t.await.unwrap();
     }
     let elapsed = start.elapsed();
-    let total = CONNECTIONS * PER_CONNECTION;
+    let total = CONNECTIONS * per_connection;
     eprintln!(
         "MLLP: {total} messages on {CONNECTIONS} connections in {elapsed:?}: {:.0} messages/s",
         total as f64 / elapsed.as_secs_f64()
     );
     let db = app.db.client().await;
-    for _ in 0..500 {
+    for _ in 0..500 + total / 4 {
         let n: i64 = db
             .query_one(
                 "SELECT count(*) FROM records WHERE resource_type = 'Patient'",
