@@ -5,6 +5,7 @@ mod canonical;
 mod codec;
 mod events;
 pub mod position;
+pub mod resource_types;
 pub mod topics;
 
 pub use canonical::{fingerprint64, parsing_canonical_form};

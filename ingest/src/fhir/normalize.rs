@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use schemas::resource_types::PATIENT_SCOPED;
 use schemas::PatientIdentity;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -41,40 +42,6 @@ pub struct Normalized {
     pub records: Vec<Record>,
     pub rejections: Vec<Rejection>,
 }
-
-/// Resource types whose records belong to a patient: they must reference one.
-const PATIENT_SCOPED: &[&str] = &[
-    "AllergyIntolerance",
-    "CarePlan",
-    "CareTeam",
-    "Claim",
-    "ClinicalImpression",
-    "Composition",
-    "Condition",
-    "Coverage",
-    "DetectedIssue",
-    "DiagnosticReport",
-    "DocumentReference",
-    "Encounter",
-    "EpisodeOfCare",
-    "ExplanationOfBenefit",
-    "FamilyMemberHistory",
-    "Flag",
-    "Goal",
-    "ImagingStudy",
-    "Immunization",
-    "MedicationAdministration",
-    "MedicationDispense",
-    "MedicationRequest",
-    "MedicationStatement",
-    "NutritionOrder",
-    "Observation",
-    "Procedure",
-    "QuestionnaireResponse",
-    "RiskAssessment",
-    "ServiceRequest",
-    "Specimen",
-];
 
 /// Resource types accepted without a patient: shared reference data.
 const SHARED: &[&str] = &[

@@ -17,39 +17,8 @@ pub const ERROR_CODE_SYSTEM: &str = "urn:hie:query-api:error";
 /// the glass (`valueBoolean`), as `break_glass_allowed` in the `/v1` body.
 pub const BREAK_GLASS_ALLOWED_URL: &str = "urn:hie:fhir:StructureDefinition:break-glass-allowed";
 
-/// Resource types whose records belong to a patient (ingest's list): searchable by patient.
-pub const PATIENT_SCOPED: &[&str] = &[
-    "AllergyIntolerance",
-    "CarePlan",
-    "CareTeam",
-    "Claim",
-    "ClinicalImpression",
-    "Composition",
-    "Condition",
-    "Coverage",
-    "DetectedIssue",
-    "DiagnosticReport",
-    "DocumentReference",
-    "Encounter",
-    "EpisodeOfCare",
-    "ExplanationOfBenefit",
-    "FamilyMemberHistory",
-    "Flag",
-    "Goal",
-    "ImagingStudy",
-    "Immunization",
-    "MedicationAdministration",
-    "MedicationDispense",
-    "MedicationRequest",
-    "MedicationStatement",
-    "NutritionOrder",
-    "Observation",
-    "Procedure",
-    "QuestionnaireResponse",
-    "RiskAssessment",
-    "ServiceRequest",
-    "Specimen",
-];
+/// Resource types searchable by patient: those ingest requires to reference one.
+pub use schemas::resource_types::PATIENT_SCOPED;
 
 /// Search parameters of `GET /fhir/Patient?...` (demographics, as `/v1/patients`).
 pub const PATIENT_SEARCH_PARAMS: &[(&str, &str, &str)] = &[
