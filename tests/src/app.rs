@@ -1,7 +1,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use platform::auth::{sign_hs256, Claims};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -205,20 +204,7 @@ impl TestApp {
     }
 
     fn sign(&self, sub: &str, org: &str, roles: &[&str]) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        let claims = Claims {
-            sub: sub.into(),
-            email: format!("{}@{org}.example", roles.join(".")),
-            org: org.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            exp,
-            iat: None,
-        };
-        sign_hs256(&claims, SECRET.as_bytes())
+        crate::sign_token(SECRET, sub, org, roles)
     }
 
     /// The bootstrap administrator's token (honoured without an account).

@@ -62,3 +62,21 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An HS256 JWT for `sub` of `org` with `roles`, valid for an hour, signed with `secret`.
+pub fn sign_token(secret: &str, sub: &str, org: &str, roles: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = platform::auth::Claims {
+        sub: sub.into(),
+        email: format!("{}@{org}.example", roles.join(".")),
+        org: org.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        exp,
+        iat: None,
+    };
+    platform::auth::sign_hs256(&claims, secret.as_bytes())
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use platform::auth::{sign_hs256, Claims};
 use reqwest::StatusCode;
 
 use crate::{free_port, workspace_binary, Broker, TestDb};
@@ -89,20 +88,7 @@ impl Stack {
 
     /// A JWT the processes accept (the caller still needs an account, except `STACK_ADMIN`).
     pub fn token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 600;
-        let claims = Claims {
-            sub: sub.into(),
-            email: format!("{sub}@example.org"),
-            org: org.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            exp,
-            iat: None,
-        };
-        sign_hs256(&claims, SECRET.as_bytes())
+        crate::sign_token(SECRET, sub, org, roles)
     }
 
     pub fn admin(&self) -> String {
