@@ -98,7 +98,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
         }
         let row = tx
             .query_opt(
-                "SELECT next_offset FROM projection_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                &tx.prepare_cached("SELECT next_offset FROM projection_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE").await?,
                 &[&e.topic, &e.partition],
             )
             .await?;
@@ -165,8 +165,8 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
                 applied.undecodable += 1;
                 tracing::error!(topic = %e.topic, partition = e.partition, offset = e.offset, "undecodable event kept in projection_errors");
                 tx.execute(
-                    "INSERT INTO projection_errors (topic, partition, \"offset\", error) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING",
+                    &tx.prepare_cached("INSERT INTO projection_errors (topic, partition, \"offset\", error) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING").await?,
                     &[&e.topic, &e.partition, &e.offset, &error],
                 )
                 .await?;
@@ -176,7 +176,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
 
     for (source_id, micros) in &last_received {
         tx.execute(
-            "UPDATE sources SET last_received_at = GREATEST(COALESCE(last_received_at, $2), $2) WHERE source_id = $1",
+            &tx.prepare_cached("UPDATE sources SET last_received_at = GREATEST(COALESCE(last_received_at, $2), $2) WHERE source_id = $1").await?,
             &[source_id, &at(*micros)],
         )
         .await?;
@@ -187,9 +187,9 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
             .copied()
             .unwrap_or(0);
         tx.execute(
-            "INSERT INTO projection_offsets (topic, partition, next_offset, applied, updated_at) VALUES ($1, $2, $3, $4, now())
+            &tx.prepare_cached("INSERT INTO projection_offsets (topic, partition, next_offset, applied, updated_at) VALUES ($1, $2, $3, $4, now())
              ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
-                 applied = projection_offsets.applied + EXCLUDED.applied, updated_at = now()",
+                 applied = projection_offsets.applied + EXCLUDED.applied, updated_at = now()").await?,
             &[topic, partition, next_offset, &applied_here],
         )
         .await?;
@@ -249,7 +249,7 @@ async fn apply_record(
     let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
     let changed = tx
         .query_opt(
-            "INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
+            &tx.prepare_cached("INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
                                   content_sha256, resource, sensitivity, channel, received_at, message_id, event_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (source_id, resource_type, resource_id) DO UPDATE SET
@@ -259,7 +259,7 @@ async fn apply_record(
                  received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
              -- A newer version replaces; an older one or an identical duplicate changes nothing.
              WHERE records.version < EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
-             RETURNING 1",
+             RETURNING 1").await?,
             &[
                 &r.source_id,
                 &r.resource_type,
@@ -298,19 +298,22 @@ async fn ensure_patient(
 ) -> Result<uuid::Uuid, tokio_postgres::Error> {
     let own = identity.patient_id();
     tx.execute(
-        "INSERT INTO patients (patient_id, assigning_authority, mrn) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO patients (patient_id, assigning_authority, mrn) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?,
         &[&own, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
     let id = tx
         .query_one(
-            "SELECT COALESCE((SELECT survivor_id FROM patient_links WHERE prior_id = $1), $1)",
+            &tx.prepare_cached(
+                "SELECT COALESCE((SELECT survivor_id FROM patient_links WHERE prior_id = $1), $1)",
+            )
+            .await?,
             &[&own],
         )
         .await?
         .get(0);
     tx.execute(
-        "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?,
         &[&id, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
@@ -327,8 +330,12 @@ async fn apply_merge(
 ) -> Result<(), EventError> {
     // Merges are serialized across projector instances, so a chain (A into B, B into C) applied
     // on two partitions at once still ends flat.
-    tx.execute("SELECT pg_advisory_xact_lock(7311002)", &[])
-        .await?;
+    tx.execute(
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(7311002)")
+            .await?,
+        &[],
+    )
+    .await?;
     known_patients.0.clear();
     let prior = m.prior.patient_id();
     ensure_patient(tx, &m.prior).await?;
@@ -341,7 +348,10 @@ async fn apply_merge(
     // Whatever still belongs to the prior (or to patients merged into it earlier).
     let moved_from: Vec<uuid::Uuid> = tx
         .query(
-            "SELECT $1::uuid UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1",
+            &tx.prepare_cached(
+                "SELECT $1::uuid UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1",
+            )
+            .await?,
             &[&prior],
         )
         .await?
@@ -349,35 +359,41 @@ async fn apply_merge(
         .map(|r| r.get(0))
         .collect();
     tx.execute(
-        "UPDATE records SET patient_id = $2 WHERE patient_id = ANY($1)",
+        &tx.prepare_cached("UPDATE records SET patient_id = $2 WHERE patient_id = ANY($1)")
+            .await?,
         &[&moved_from, &survivor],
     )
     .await?;
     tx.execute(
-        "INSERT INTO patient_identifiers (patient_id, system, value)
-         SELECT $2, system, value FROM patient_identifiers WHERE patient_id = ANY($1) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value)
+         SELECT $2, system, value FROM patient_identifiers WHERE patient_id = ANY($1) ON CONFLICT DO NOTHING").await?,
         &[&moved_from, &survivor],
     )
     .await?;
     tx.execute(
-        "DELETE FROM patient_identifiers WHERE patient_id = ANY($1)",
+        &tx.prepare_cached("DELETE FROM patient_identifiers WHERE patient_id = ANY($1)")
+            .await?,
         &[&moved_from],
     )
     .await?;
     tx.execute(
-        "UPDATE patients SET merged_into = $2, updated_at = now() WHERE patient_id = ANY($1)",
+        &tx.prepare_cached(
+            "UPDATE patients SET merged_into = $2, updated_at = now() WHERE patient_id = ANY($1)",
+        )
+        .await?,
         &[&moved_from, &survivor],
     )
     .await?;
     tx.execute(
-        "UPDATE patient_links SET survivor_id = $2 WHERE survivor_id = $1",
+        &tx.prepare_cached("UPDATE patient_links SET survivor_id = $2 WHERE survivor_id = $1")
+            .await?,
         &[&prior, &survivor],
     )
     .await?;
     tx.execute(
-        "INSERT INTO patient_links (prior_id, survivor_id, source_id, merged_at, event_id) VALUES ($1, $2, $3, $4, $5)
+        &tx.prepare_cached("INSERT INTO patient_links (prior_id, survivor_id, source_id, merged_at, event_id) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (prior_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id, source_id = EXCLUDED.source_id,
-             merged_at = EXCLUDED.merged_at, event_id = EXCLUDED.event_id",
+             merged_at = EXCLUDED.merged_at, event_id = EXCLUDED.event_id").await?,
         &[&prior, &survivor, &m.source_id, &at(m.merged_at), &m.event_id],
     )
     .await?;
@@ -392,23 +408,23 @@ async fn update_demographics(
     let d = crate::demographics::Demographics::from_patient(patient);
     let id = identity.patient_id();
     tx.execute(
-        "UPDATE patients SET family = $2, given = $3, display_name = $4, birth_date = $5, sex = $6, updated_at = now()
-         WHERE patient_id = $1",
+        &tx.prepare_cached("UPDATE patients SET family = $2, given = $3, display_name = $4, birth_date = $5, sex = $6, updated_at = now()
+         WHERE patient_id = $1").await?,
         &[&id, &d.family, &d.given, &d.display_name, &d.birth_date, &d.sex],
     )
     .await?;
     // The Patient's identifiers replace the previous ones, except the local identities that name
     // this patient: its own and those of the patients merged into it.
     tx.execute(
-        "DELETE FROM patient_identifiers i WHERE i.patient_id = $1 AND NOT (i.system = $2 AND i.value = $3)
+        &tx.prepare_cached("DELETE FROM patient_identifiers i WHERE i.patient_id = $1 AND NOT (i.system = $2 AND i.value = $3)
            AND NOT EXISTS (SELECT 1 FROM patient_links l JOIN patients p ON p.patient_id = l.prior_id
-                           WHERE l.survivor_id = $1 AND p.assigning_authority = i.system AND p.mrn = i.value)",
+                           WHERE l.survivor_id = $1 AND p.assigning_authority = i.system AND p.mrn = i.value)").await?,
         &[&id, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
     for (system, value) in &d.identifiers {
         tx.execute(
-            "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?,
             &[&id, system, value],
         )
         .await?;
@@ -422,13 +438,13 @@ async fn apply_consent(
 ) -> Result<(), tokio_postgres::Error> {
     // Events of one patient share a partition, so the last one applied is the latest decision.
     tx.execute(
-        "INSERT INTO consents (patient_id, organization_id, decision, effective_at, expires_at, part2, method,
+        &tx.prepare_cached("INSERT INTO consents (patient_id, organization_id, decision, effective_at, expires_at, part2, method,
                                recorded_at, recorded_by, event_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (patient_id, organization_id) DO UPDATE SET
              decision = EXCLUDED.decision, effective_at = EXCLUDED.effective_at, expires_at = EXCLUDED.expires_at,
              part2 = EXCLUDED.part2, method = EXCLUDED.method, recorded_at = EXCLUDED.recorded_at,
-             recorded_by = EXCLUDED.recorded_by, event_id = EXCLUDED.event_id",
+             recorded_by = EXCLUDED.recorded_by, event_id = EXCLUDED.event_id").await?,
         &[
             &c.patient.patient_id(),
             &c.organization_id,
@@ -451,12 +467,12 @@ async fn apply_source(
     s: &SourceRegistered,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "INSERT INTO sources (source_id, name, organization_id, feed, assigning_authority, data_elements, part2, registered_at)
+        &tx.prepare_cached("INSERT INTO sources (source_id, name, organization_id, feed, assigning_authority, data_elements, part2, registered_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (source_id) DO UPDATE SET
              name = EXCLUDED.name, organization_id = EXCLUDED.organization_id, feed = EXCLUDED.feed,
              assigning_authority = EXCLUDED.assigning_authority, data_elements = EXCLUDED.data_elements,
-             part2 = EXCLUDED.part2, registered_at = EXCLUDED.registered_at",
+             part2 = EXCLUDED.part2, registered_at = EXCLUDED.registered_at").await?,
         &[
             &s.source_id,
             &s.name,
@@ -477,8 +493,8 @@ async fn apply_dead_letter(
     d: &RecordRejected,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "INSERT INTO dead_letters (event_id, rejected_at, source_id, channel, message_id, item_index, reason, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO dead_letters (event_id, rejected_at, source_id, channel, message_id, item_index, reason, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING").await?,
         &[
             &d.event_id,
             &at(d.rejected_at),
@@ -499,9 +515,9 @@ async fn apply_resubmitted(
     r: &DeadLetterResubmitted,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "UPDATE dead_letters SET status = 'resubmitted', resubmitted_at = $2, resubmitted_position = $3,
+        &tx.prepare_cached("UPDATE dead_letters SET status = 'resubmitted', resubmitted_at = $2, resubmitted_position = $3,
              resubmit_outcome = $4, resubmit_reason = $5
-         WHERE event_id = $1",
+         WHERE event_id = $1").await?,
         &[
             &r.dead_letter_id,
             &at(r.resubmitted_at),
@@ -522,9 +538,9 @@ fn patient_uuid(id: &str) -> Result<uuid::Uuid, EventError> {
 
 async fn apply_access(tx: &Transaction<'_>, a: &AccessRecorded) -> Result<(), EventError> {
     tx.execute(
-        "INSERT INTO access_log (event_id, at, user_id, user_email, organization_id, role, patient_id, action, basis,
+        &tx.prepare_cached("INSERT INTO access_log (event_id, at, user_id, user_email, organization_id, role, patient_id, action, basis,
                                  outcome, returned, withheld)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING").await?,
         &[
             &a.event_id,
             &at(a.at),
@@ -546,8 +562,8 @@ async fn apply_access(tx: &Transaction<'_>, a: &AccessRecorded) -> Result<(), Ev
 
 async fn apply_break_glass(tx: &Transaction<'_>, b: &BreakGlassRecorded) -> Result<(), EventError> {
     tx.execute(
-        "INSERT INTO break_glass (event_id, at, user_id, user_email, organization_id, role, patient_id, reason, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO break_glass (event_id, at, user_id, user_email, organization_id, role, patient_id, reason, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING").await?,
         &[
             &b.event_id,
             &at(b.at),
