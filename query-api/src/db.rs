@@ -60,7 +60,7 @@ pub async fn search_patients(
     };
     let rows = client
         .query(
-            &format!(
+            &client.prepare_cached(&format!(
                 "SELECT {PATIENT_COLUMNS}
              FROM patients p
              -- A patient merged into another is found as the survivor (its identifiers moved).
@@ -73,7 +73,7 @@ pub async fn search_patients(
                      WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)))
              ORDER BY p.family NULLS LAST, p.given NULLS LAST, p.patient_id
              LIMIT $6"
-            ),
+            )).await?,
             &[&family, &given, &q.birth_date, &system, &value, &limit],
         )
         .await?;
@@ -104,7 +104,7 @@ pub async fn patient_demographics(pool: &Pool, id: Uuid) -> Result<Option<Patien
     let client = pool.get().await?;
     let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.patient_id = $1");
     Ok(client
-        .query_opt(&sql, &[&id])
+        .query_opt(&client.prepare_cached(&sql).await?, &[&id])
         .await?
         .as_ref()
         .map(patient_row))
@@ -116,7 +116,11 @@ pub async fn patient(pool: &Pool, id: Uuid) -> Result<Option<Uuid>, DbError> {
     let client = pool.get().await?;
     Ok(client
         .query_opt(
-            "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
+            &client
+                .prepare_cached(
+                    "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
+                )
+                .await?,
             &[&id],
         )
         .await?
@@ -133,13 +137,13 @@ pub async fn consents(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "WITH members AS (
+            &client.prepare_cached("WITH members AS (
                  SELECT p AS patient_id, p AS member FROM unnest($1::uuid[]) AS p
                  UNION SELECT survivor_id, prior_id FROM patient_links WHERE survivor_id = ANY($1))
              SELECT m.patient_id, m.member, COALESCE(c.organization_id, ''), COALESCE(c.decision, ''),
                     c.effective_at, c.expires_at, COALESCE(c.part2, false)
              FROM members m
-             LEFT JOIN consents c ON c.patient_id = m.member AND c.organization_id IN ($2, '*')",
+             LEFT JOIN consents c ON c.patient_id = m.member AND c.organization_id IN ($2, '*')").await?,
             &[&patients, &org],
         )
         .await?;
@@ -166,9 +170,13 @@ pub async fn records(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT resource, sensitivity = 'part2' FROM records
+            &client
+                .prepare_cached(
+                    "SELECT resource, sensitivity = 'part2' FROM records
              WHERE patient_id = $1 AND ($2::text IS NULL OR resource_type = $2)
              ORDER BY resource_type, received_at, resource_id",
+                )
+                .await?,
             &[&patient, &resource_type],
         )
         .await?;
@@ -184,7 +192,7 @@ pub async fn active_break_glass(
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT 1 FROM break_glass WHERE patient_id = $1 AND user_id = $2 AND expires_at > now() LIMIT 1",
+            &client.prepare_cached("SELECT 1 FROM break_glass WHERE patient_id = $1 AND user_id = $2 AND expires_at > now() LIMIT 1").await?,
             &[&patient, &user_id],
         )
         .await?;
@@ -196,7 +204,11 @@ pub async fn organization_holds(pool: &Pool, patient: Uuid, org: &str) -> Result
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT 1 FROM records WHERE patient_id = $1 AND organization_id = $2 LIMIT 1",
+            &client
+                .prepare_cached(
+                    "SELECT 1 FROM records WHERE patient_id = $1 AND organization_id = $2 LIMIT 1",
+                )
+                .await?,
             &[&patient, &org],
         )
         .await?;
@@ -215,7 +227,9 @@ pub async fn access_log(pool: &Pool, patient: Uuid) -> Result<Vec<Value>, DbErro
          WHERE patient_id = $1 OR patient_id IN (SELECT prior_id FROM patient_links WHERE survivor_id = $1)
          ORDER BY at, event_id"
     );
-    let rows = client.query(&sql, &[&patient]).await?;
+    let rows = client
+        .query(&client.prepare_cached(&sql).await?, &[&patient])
+        .await?;
     Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
 }
 
@@ -232,7 +246,9 @@ pub async fn break_glass_report(
                 'expires_at', to_char(expires_at AT TIME ZONE 'UTC', {TIMESTAMP}))
          FROM break_glass WHERE ($1::text IS NULL OR organization_id = $1) AND at >= $2 ORDER BY at, event_id"
     );
-    let rows = client.query(&sql, &[&org, &since]).await?;
+    let rows = client
+        .query(&client.prepare_cached(&sql).await?, &[&org, &since])
+        .await?;
     Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
 }
 
@@ -240,10 +256,10 @@ pub async fn sources(pool: &Pool) -> Result<Vec<Value>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT json_build_object('id', source_id, 'name', name, 'organization_id', organization_id,
+            &client.prepare_cached("SELECT json_build_object('id', source_id, 'name', name, 'organization_id', organization_id,
                     'feed', feed, 'data_elements', data_elements, 'part2', part2,
                     'last_received_at', to_char(last_received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
-             FROM sources ORDER BY source_id",
+             FROM sources ORDER BY source_id").await?,
             &[],
         )
         .await?;
@@ -256,7 +272,7 @@ pub async fn includes(pool: &Pool, position: &Position) -> Result<bool, DbError>
     let topics: Vec<&str> = position.entries().map(|(t, _, _)| t).collect();
     let rows = client
         .query(
-            "SELECT topic, partition, next_offset FROM projection_offsets WHERE topic = ANY($1)",
+            &client.prepare_cached("SELECT topic, partition, next_offset FROM projection_offsets WHERE topic = ANY($1)").await?,
             &[&topics],
         )
         .await?;
@@ -274,6 +290,7 @@ pub async fn ping(pool: &Pool) -> bool {
     let Ok(client) = pool.get().await else {
         return false;
     };
+    // Not prepared: a health check is not worth a cached statement on every connection.
     client
         .query_one("SELECT to_regclass('public.records') IS NOT NULL", &[])
         .await
