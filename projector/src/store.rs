@@ -108,6 +108,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     let mut applied = Applied::default();
     let mut known_patients = KnownPatients::default();
     let mut last_received: HashMap<String, i64> = HashMap::new();
+    let mut queued: Vec<Upsert> = Vec::new();
     for e in batch {
         let slot = next
             .get_mut(&(e.topic.clone(), e.partition))
@@ -122,6 +123,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
             .or_default() += 1;
         let outcome = match e.topic.as_str() {
             t if t == topics::RECORDS.name && schemas::is::<PatientMerged>(&e.payload) => {
+                flush(&tx, &mut queued).await?;
                 async { apply_merge(&tx, &decoded(&e.payload)?, &mut known_patients).await }.await
             }
             t if t == topics::RECORDS.name => match decoded::<RecordReceived>(&e.payload) {
@@ -132,7 +134,18 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
                     *latest = (*latest).max(r.received_at);
                     applied.newest_received_at =
                         applied.newest_received_at.max(Some(r.received_at));
-                    apply_record(&tx, &r, &mut known_patients).await
+                    match Upsert::prepare(&tx, r, &mut known_patients).await {
+                        // A Patient's outcome decides its demographics: written at once.
+                        Ok(u) if u.r.resource_type == "Patient" => {
+                            flush(&tx, &mut queued).await?;
+                            u.write_patient(&tx).await.map_err(EventError::Db)
+                        }
+                        Ok(u) => {
+                            queued.push(u);
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
+                    }
                 }
                 Err(err) => Err(err),
             },
@@ -174,6 +187,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
         }
     }
 
+    flush(&tx, &mut queued).await?;
     for (source_id, micros) in &last_received {
         tx.execute(
             &tx.prepare_cached("UPDATE sources SET last_received_at = GREATEST(COALESCE(last_received_at, $2), $2) WHERE source_id = $1").await?,
@@ -235,58 +249,106 @@ impl KnownPatients {
     }
 }
 
-async fn apply_record(
-    tx: &Transaction<'_>,
-    r: &RecordReceived,
-    known_patients: &mut KnownPatients,
-) -> Result<(), EventError> {
-    let resource: Value = serde_json::from_str(&r.resource_json)
-        .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
-    let patient_id = match &r.patient {
-        Some(identity) => Some(known_patients.resolve(tx, identity).await?),
-        None => None,
-    };
-    let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
-    let changed = tx
-        .query_opt(
-            &tx.prepare_cached("INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
-                                  content_sha256, resource, sensitivity, channel, received_at, message_id, event_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (source_id, resource_type, resource_id) DO UPDATE SET
-                 patient_id = EXCLUDED.patient_id, organization_id = EXCLUDED.organization_id,
-                 version = EXCLUDED.version, content_sha256 = EXCLUDED.content_sha256,
-                 resource = EXCLUDED.resource, sensitivity = EXCLUDED.sensitivity, channel = EXCLUDED.channel,
-                 received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
-             -- A newer version replaces; an older one or an identical duplicate changes nothing.
-             WHERE records.version < EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
-             RETURNING 1").await?,
-            &[
-                &r.source_id,
-                &r.resource_type,
-                &r.resource_id,
-                &patient_id,
-                &r.organization_id,
-                &r.version,
-                &digest,
-                &resource,
-                &r.sensitivity,
-                &r.channel,
-                &at(r.received_at),
-                &r.message_id,
-                &r.event_id,
-            ],
-        )
-        .await?
-        .is_some();
-    if changed && r.resource_type == "Patient" {
-        if let Some(identity) = &r.patient {
-            // A merged-away patient's later Patient resources stay in its history; the survivor's
-            // own Patient keeps deciding the demographics.
-            if patient_id == Some(identity.patient_id()) {
-                update_demographics(tx, identity, &resource).await?;
+/// A record ready to be written: decoded, its patient resolved.
+struct Upsert {
+    r: RecordReceived,
+    patient_id: Option<uuid::Uuid>,
+    digest: Vec<u8>,
+    resource: Value,
+}
+
+const UPSERT_RECORD: &str = "INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
+                          content_sha256, resource, sensitivity, channel, received_at, message_id, event_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+     ON CONFLICT (source_id, resource_type, resource_id) DO UPDATE SET
+         patient_id = EXCLUDED.patient_id, organization_id = EXCLUDED.organization_id,
+         version = EXCLUDED.version, content_sha256 = EXCLUDED.content_sha256,
+         resource = EXCLUDED.resource, sensitivity = EXCLUDED.sensitivity, channel = EXCLUDED.channel,
+         received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
+     -- A newer version replaces; an older one or an identical duplicate changes nothing.
+     WHERE records.version < EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
+     RETURNING 1";
+
+impl Upsert {
+    async fn prepare(
+        tx: &Transaction<'_>,
+        r: RecordReceived,
+        known_patients: &mut KnownPatients,
+    ) -> Result<Upsert, EventError> {
+        let resource: Value = serde_json::from_str(&r.resource_json)
+            .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
+        let patient_id = match &r.patient {
+            Some(identity) => Some(known_patients.resolve(tx, identity).await?),
+            None => None,
+        };
+        let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
+        Ok(Upsert {
+            r,
+            patient_id,
+            digest,
+            resource,
+        })
+    }
+
+    /// Whether the view changed (a new record, or a newer version with other content).
+    async fn write(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &tokio_postgres::Statement,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let r = &self.r;
+        Ok(tx
+            .query_opt(
+                statement,
+                &[
+                    &r.source_id,
+                    &r.resource_type,
+                    &r.resource_id,
+                    &self.patient_id,
+                    &r.organization_id,
+                    &r.version,
+                    &self.digest,
+                    &self.resource,
+                    &r.sensitivity,
+                    &r.channel,
+                    &at(r.received_at),
+                    &r.message_id,
+                    &r.event_id,
+                ],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// A Patient's demographics follow its newest version, unless it was merged away (the
+    /// survivor's own Patient keeps deciding them then).
+    async fn write_patient(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        let statement = tx.prepare_cached(UPSERT_RECORD).await?;
+        if self.write(tx, &statement).await? {
+            if let Some(identity) = &self.r.patient {
+                if self.patient_id == Some(identity.patient_id()) {
+                    update_demographics(tx, identity, &self.resource).await?;
+                }
             }
         }
+        Ok(())
     }
+}
+
+/// Writes the records queued since the last flush, pipelined on the transaction's connection:
+/// sent without waiting for each answer, executed in order, so the outcome is the one of writing
+/// them one by one. Statements run while records wait in the queue never touch `records`; the two
+/// that do — a merge, and a Patient whose outcome decides demographics — flush first.
+async fn flush(
+    tx: &Transaction<'_>,
+    queued: &mut Vec<Upsert>,
+) -> Result<(), tokio_postgres::Error> {
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let statement = tx.prepare_cached(UPSERT_RECORD).await?;
+    futures::future::try_join_all(queued.iter().map(|u| u.write(tx, &statement))).await?;
+    queued.clear();
     Ok(())
 }
 
