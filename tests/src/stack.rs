@@ -91,6 +91,39 @@ impl Stack {
         crate::sign_token(SECRET, sub, org, roles)
     }
 
+    /// Register source `id` of `org` (as the bootstrap admin); returns its API key.
+    pub async fn register_source(&self, id: &str, org: &str, assigning_authority: &str) -> String {
+        let r = self
+            .http
+            .put(format!("{}/v1/sources/{id}", self.ingest))
+            .bearer_auth(self.admin())
+            .json(
+                &serde_json::json!({"name": format!("Source {id}"), "organization_id": org,
+                "feed": "realtime", "assigning_authority": assigning_authority, "part2": false}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["api_key"].as_str().unwrap().to_string()
+    }
+
+    /// Create the account `sub` (as the bootstrap admin) and return a token for it.
+    pub async fn user_token(&self, sub: &str, org: &str, roles: &[&str]) -> String {
+        let r = self
+            .http
+            .put(format!("{}/v1/users/{sub}", self.query))
+            .bearer_auth(self.admin())
+            .json(&serde_json::json!({"email": format!("{sub}@{org}.example"),
+                "organization_id": org, "roles": roles}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        self.token(sub, org, roles)
+    }
+
     pub fn admin(&self) -> String {
         self.token(STACK_ADMIN, "org-hie", &["admin"])
     }

@@ -16,36 +16,9 @@ const AA: &str = "urn:oid:2.16.840.1.113883.3.7001";
 
 /// A source registered and a clinician account created; returns (source key, clinician token).
 async fn setup(stack: &Stack) -> (String, String) {
-    let admin = stack.admin();
-    let r = stack
-        .http
-        .put(format!("{}/v1/sources/obs-src", stack.ingest))
-        .bearer_auth(&admin)
-        .json(
-            &json!({"name": "Observability source", "organization_id": "org-src",
-            "feed": "realtime", "assigning_authority": AA, "part2": false}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let key = r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = stack
-        .http
-        .put(format!("{}/v1/users/dr-obs", stack.query))
-        .bearer_auth(&admin)
-        .json(
-            &json!({"email": "dr-obs@reader.example", "organization_id": "org-src",
-            "roles": ["physician"]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    (key, stack.token("dr-obs", "org-src", &["physician"]))
+    let key = stack.register_source("obs-src", "org-src", AA).await;
+    let clinician = stack.user_token("dr-obs", "org-src", &["physician"]).await;
+    (key, clinician)
 }
 
 async fn post(

@@ -18,17 +18,7 @@ async fn a_whole_scenario_logs_no_phi() {
     let (ingest, query) = (stack.ingest.clone(), stack.query.clone());
 
     let admin = stack.admin();
-    let r: Value = http
-        .put(format!("{ingest}/v1/sources/phi-src"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "PHI source", "organization_id": "org-src", "feed": "realtime", "assigning_authority": AA, "part2": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = r["api_key"].as_str().unwrap().to_string();
+    let key = stack.register_source("phi-src", "org-src", AA).await;
 
     let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"fullUrl": "urn:uuid:pp", "resource": {"resourceType": "Patient", "id": "pp",
@@ -71,15 +61,7 @@ async fn a_whole_scenario_logs_no_phi() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(!r.text().await.unwrap().contains(FAMILY));
 
-    let r = http
-        .put(format!("{query}/v1/users/dr"))
-        .bearer_auth(&admin)
-        .json(&json!({"email": "dr@reader.example", "organization_id": "org-reader", "roles": ["physician"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let clinician = stack.token("dr", "org-reader", &["physician"]);
+    let clinician = stack.user_token("dr", "org-reader", &["physician"]).await;
     let search = format!(
         "{query}/v1/patients?family={FAMILY}&birth_date={BIRTH_DATE}&identifier={}",
         urlencode(&format!("{AA}|{MRN}"))
