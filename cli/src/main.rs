@@ -4,6 +4,7 @@
 mod dead_letters;
 mod demo;
 mod demo_data;
+mod quarantine;
 mod token;
 
 use std::path::PathBuf;
@@ -69,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: dead_letters::Command,
     },
+    /// Events the projector set aside (it could not apply them), and applying them again.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::Command,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -86,9 +92,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<bool> {
-    if let Command::DeadLetters { command } = cli.command {
-        return dead_letters::run(command).await;
-    }
+    let cli = match cli.command {
+        Command::DeadLetters { command } => return dead_letters::run(command).await,
+        Command::Quarantine { command } => return quarantine::run(command).await,
+        _ => cli,
+    };
     match cli.command {
         Command::Token {
             sub,
@@ -136,6 +144,8 @@ async fn run(cli: Cli) -> Result<bool> {
             .await?;
             Ok(true)
         }
-        Command::DeadLetters { .. } => unreachable!("handled above"),
+        Command::DeadLetters { .. } | Command::Quarantine { .. } => {
+            unreachable!("handled above")
+        }
     }
 }

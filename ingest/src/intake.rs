@@ -59,7 +59,7 @@ impl Provenance<'_> {
             self.message_id,
             Some(rejection.index as i64),
             &rejection.error,
-            &rejection.raw,
+            rejection.raw.as_bytes(),
             self.received_at,
         );
         (event.key(), event)
@@ -73,7 +73,7 @@ pub fn dead_letter(
     message_id: &str,
     index: Option<i64>,
     reason: &str,
-    payload: &str,
+    payload: &[u8],
     at: i64,
 ) -> RecordRejected {
     RecordRejected {
@@ -84,7 +84,7 @@ pub fn dead_letter(
         message_id: message_id.to_string(),
         index,
         reason: reason.to_string(),
-        payload: payload.to_string(),
+        payload: payload.to_vec(),
     }
 }
 

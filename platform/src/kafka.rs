@@ -7,7 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use schemas::topics::TopicSpec;
+use schemas::topics::{TopicSpec, MAX_MESSAGE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
@@ -24,7 +24,10 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "10000")
-        .set("reconnect.backoff.max.ms", "1000");
+        .set("reconnect.backoff.max.ms", "1000")
+        // One record may be a 16 MiB document: librdkafka's default (1 MB) would refuse to produce
+        // it. Consumers raise fetch.max.bytes and receive.message.max.bytes to match by themselves.
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string());
     cfg
 }
 
@@ -48,12 +51,21 @@ pub fn producer(
     Ok(producer)
 }
 
-/// Create the topics that are missing (the dev broker does not auto-create them).
+/// Create the topics that are missing (the dev broker does not auto-create them). The log is the
+/// source of truth: nothing is ever deleted by age or size (the views are rebuilt from it), and a
+/// message may be as large as the largest record.
 pub async fn ensure_topics(brokers: &str, topics: &[&TopicSpec]) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let max_message_bytes = MAX_MESSAGE_BYTES.to_string();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(-1)))
+        .map(|t| {
+            NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(-1))
+                .set("retention.ms", "-1")
+                .set("retention.bytes", "-1")
+                .set("cleanup.policy", "delete")
+                .set("max.message.bytes", &max_message_bytes)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &opts).await? {

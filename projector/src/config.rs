@@ -21,6 +21,8 @@ pub struct Config {
     /// Longest the broker may hold a fetch that has no data. Apache Kafka answers as soon as data
     /// arrives; Tansu 0.6 waits the whole time, so this bounds freshness on the dev broker.
     pub fetch_wait: Duration,
+    /// `/healthz` answers 503 once events have waited this long without a batch being applied.
+    pub stall: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for Config {
             .field("batch_max", &self.batch_max)
             .field("batch_wait", &self.batch_wait)
             .field("fetch_wait", &self.fetch_wait)
+            .field("stall", &self.stall)
             .finish()
     }
 }
@@ -56,6 +59,7 @@ impl Config {
             batch_max: parse("PROJECTOR_BATCH_MAX", "500")?,
             batch_wait: Duration::from_millis(parse("PROJECTOR_BATCH_WAIT_MS", "5")?),
             fetch_wait: Duration::from_millis(parse("PROJECTOR_FETCH_WAIT_MS", "10")?),
+            stall: Duration::from_secs(parse("PROJECTOR_STALL_SECONDS", "30")?),
         })
     }
 }

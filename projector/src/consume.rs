@@ -2,6 +2,8 @@
 //! transaction, then tell the group (best effort; PostgreSQL holds the truth).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -20,7 +22,9 @@ pub async fn consumer(config: &Config, pool: &Pool) -> Result<StreamConsumer, St
     let consumer: StreamConsumer = platform::kafka::client_config(&config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+        // A stored offset the broker no longer holds is a gap in the log: an error, never a
+        // silent jump to the earliest or latest offset (`Health::gap`).
+        .set("auto.offset.reset", "error")
         .set(
             "fetch.wait.max.ms",
             config.fetch_wait.as_millis().to_string(),
@@ -62,6 +66,7 @@ pub async fn run(
     config: Config,
     pool: Pool,
     consumer: StreamConsumer,
+    health: Health,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -78,11 +83,12 @@ pub async fn run(
                 batch.push(envelope(&m));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "consumer error");
+                consumer_error(&health, &e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         }
+        health.pending();
         let deadline = tokio::time::Instant::now() + config.batch_wait;
         while batch.len() < config.batch_max {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -91,18 +97,82 @@ pub async fn run(
                     batch.push(envelope(&m));
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
+                    consumer_error(&health, &e);
                     break;
                 }
                 Err(_) => break,
             }
         }
         let spans = traces.spans();
-        apply_with_retry(&pool, &batch, &traces).await;
+        apply_with_retry(&pool, &consumer, &batch, &traces).await;
+        health.applied();
         drop(spans);
         commit_to_group(&consumer, &batch);
-        record_lag(&consumer, &batch);
+        record_lag(&consumer, &batch, Applied::Yes);
     }
+}
+
+fn consumer_error(health: &Health, e: &rdkafka::error::KafkaError) {
+    use rdkafka::types::RDKafkaErrorCode;
+    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+        health.gap.store(true, Ordering::Relaxed);
+        tracing::error!(error = %e, "the broker no longer holds the next offset to apply: a gap in the log; not skipping it (restore the topic, or rebuild the views)");
+    } else {
+        tracing::warn!(error = %e, "consumer error");
+    }
+}
+
+/// What `/healthz` reports beyond the database: whether the views keep up with the log.
+#[derive(Clone)]
+pub struct Health {
+    started: Instant,
+    /// Milliseconds since `started` when the batch in hand arrived (0: none in hand). Events in
+    /// hand are lag; that it stays for `stall` means nothing is being applied.
+    pending_since_ms: Arc<AtomicU64>,
+    gap: Arc<AtomicBool>,
+    stall: Duration,
+}
+
+impl Health {
+    pub fn new(stall: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            pending_since_ms: Arc::default(),
+            gap: Arc::default(),
+            stall,
+        }
+    }
+
+    fn pending(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let _ = self.pending_since_ms.compare_exchange(
+            0,
+            now.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn applied(&self) {
+        self.pending_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// `Some(why)` when the projector is not keeping the views up to date.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.gap.load(Ordering::Relaxed) {
+            return Some("gap_in_log");
+        }
+        let since = self.pending_since_ms.load(Ordering::Relaxed);
+        let stalled = since != 0
+            && self.started.elapsed().saturating_sub(Duration::from_millis(since)) >= self.stall;
+        stalled.then_some("stalled")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Yes,
+    Not,
 }
 
 /// The distinct traces a batch carries (`traceparent` record headers), so the projector's write
@@ -153,10 +223,17 @@ impl Traces {
 
 /// Lag per partition from the high watermark the last fetch reported (not ListOffsets, which
 /// Tansu can report too low) and the next offset this projector will apply.
-fn record_lag(consumer: &StreamConsumer, batch: &[Envelope]) {
+/// A batch still being retried counts whole: its first offset per partition is the next to apply.
+fn record_lag(consumer: &StreamConsumer, batch: &[Envelope], applied: Applied) {
     let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
     for e in batch {
-        next.insert((e.topic.as_str(), e.partition), e.offset + 1);
+        let slot = next.entry((e.topic.as_str(), e.partition));
+        match applied {
+            Applied::Yes => *slot.or_default() = e.offset + 1,
+            Applied::Not => {
+                slot.or_insert(e.offset);
+            }
+        }
     }
     for ((topic, partition), next) in next {
         if let Some(high) = cached_high_watermark(consumer, topic, partition) {
@@ -190,12 +267,18 @@ fn envelope(m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope {
         topic: m.topic().to_string(),
         partition: m.partition(),
         offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().unwrap_or_default().to_vec(),
     }
 }
 
 /// A batch is never skipped: a database that is down is waited for.
-async fn apply_with_retry(pool: &Pool, batch: &[Envelope], traces: &Traces) {
+async fn apply_with_retry(
+    pool: &Pool,
+    consumer: &StreamConsumer,
+    batch: &[Envelope],
+    traces: &Traces,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
@@ -205,6 +288,7 @@ async fn apply_with_retry(pool: &Pool, batch: &[Envelope], traces: &Traces) {
                 tracing::info!(
                     events = applied.events,
                     skipped = applied.skipped_already_applied,
+                    quarantined = applied.quarantined,
                     ms = started.elapsed().as_secs_f64() * 1e3,
                     trace_ids = %traces.trace_ids(),
                     "batch applied"
@@ -212,6 +296,7 @@ async fn apply_with_retry(pool: &Pool, batch: &[Envelope], traces: &Traces) {
                 return;
             }
             Err(e) => {
+                record_lag(consumer, batch, Applied::Not);
                 tracing::error!(error = %e, events = batch.len(), "applying batch failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -56,17 +56,18 @@ pub async fn run(
     store::migrate(&pool).await?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let consumer = consume::consumer(&config, &pool).await?;
+    let health = consume::Health::new(config.stall);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let server =
-        axum::serve(listener, http::router(pool.clone())).with_graceful_shutdown(async move {
+        axum::serve(listener, http::router(pool.clone(), health.clone())).with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
     tracing::info!("projector running");
     let mut loop_stop = stop_rx;
-    let consuming = consume::run(config, pool, consumer, async move {
+    let consuming = consume::run(config, pool, consumer, health, async move {
         let _ = loop_stop.changed().await;
     });
     tokio::pin!(consuming);

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_gauge_vec, Histogram, IntCounter,
-    IntGaugeVec,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    Histogram, IntCounter, IntCounterVec, IntGaugeVec,
 };
 
 use crate::store::Applied;
@@ -17,10 +17,18 @@ static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("registers once")
 });
-static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
+static QUARANTINED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "hie_projector_events_quarantined_total",
+        "Events set aside in quarantine (undecodable, or refused by PostgreSQL); the views went on",
+        &["topic", "event_type"]
+    )
+    .expect("registers once")
+});
+static REAPPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
-        "hie_projector_events_undecodable_total",
-        "Events kept in projection_errors"
+        "hie_projector_quarantine_reapplied_total",
+        "Quarantined events applied again on an operator's request"
     )
     .expect("registers once")
 });
@@ -59,9 +67,17 @@ pub fn lag(topic: &str, partition: i32, behind: i64) {
         .set(behind);
 }
 
+/// `topic` is one of the project's topics and `event_type` an event name or `unknown`: a closed set.
+pub fn quarantined(topic: &str, event_type: &str) {
+    QUARANTINED.with_label_values(&[topic, event_type]).inc();
+}
+
+pub fn reapplied() {
+    REAPPLIED.inc();
+}
+
 pub fn batch(applied: &Applied, size: usize, took: Duration) {
     EVENTS.inc_by(applied.events as u64);
-    UNDECODABLE.inc_by(applied.undecodable as u64);
     BATCH_SIZE.observe(size as f64);
     BATCH_SECONDS.observe(took.as_secs_f64());
     if let Some(received) = applied.newest_received_at {

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Pool, Transaction};
 use schemas::{
     topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
-    PatientIdentity, PatientMerged, RecordReceived, RecordRejected, SourceRegistered,
+    PatientIdentity, PatientMerged, QuarantineReapplyRequested, RecordReceived, RecordRejected,
+    SourceRegistered,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,7 @@ pub struct Envelope {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
@@ -36,7 +38,8 @@ pub enum StoreError {
 pub struct Applied {
     pub events: usize,
     pub skipped_already_applied: usize,
-    pub undecodable: usize,
+    /// Events set aside in `quarantine` (undecodable, or refused by PostgreSQL).
+    pub quarantined: usize,
     /// Latest `received_at` (micros) among the records applied.
     pub newest_received_at: Option<i64>,
 }
@@ -86,7 +89,63 @@ fn at(micros: i64) -> SystemTime {
 
 /// Apply `batch` and advance the offsets, all or nothing. Messages below the stored offset of
 /// their partition were applied before (a redelivery after a crash) and are skipped.
+///
+/// An event the views cannot take (undecodable, or a value or constraint PostgreSQL refuses) is
+/// set aside in `quarantine` and the offsets move past it in the same transaction: one bad record
+/// never stops the views. The batch is first applied whole (fast); only when PostgreSQL refuses
+/// something in it is it applied again event by event, each in a savepoint, to find the culprit.
 pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, StoreError> {
+    match apply(pool, batch, Isolation::Batch).await {
+        Err(StoreError::Postgres(e)) if is_event_fault(&e) => {
+            tracing::warn!(
+                sqlstate = sqlstate(&e),
+                events = batch.len(),
+                "PostgreSQL refused an event; applying the batch event by event"
+            );
+            apply(pool, batch, Isolation::PerEvent).await
+        }
+        other => other,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// One transaction, record writes pipelined: any refusal aborts the whole batch.
+    Batch,
+    /// Each event in its own savepoint, written at once: a refusal sets that event aside.
+    PerEvent,
+}
+
+/// Refusals that belong to one event's content (SQLSTATE classes 22 data exception, 23
+/// integrity constraint, 54 program limit, e.g. U+0000 in `text`/`jsonb` or an index row too
+/// large), as opposed to the database being unreachable, overloaded or the code being wrong,
+/// which are retried.
+fn is_event_fault(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54"))
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> &str {
+    e.code().map(|c| c.code()).unwrap_or("none")
+}
+
+/// What an event's failure to apply is recorded as: PostgreSQL's SQLSTATE and primary message
+/// (never its detail, which may quote values), or the decoder's error.
+fn fault_text(e: &EventError) -> String {
+    match e {
+        EventError::Decode(msg) => format!("undecodable: {msg}"),
+        EventError::Db(db) => match db.as_db_error() {
+            Some(d) => format!("postgres {}: {}", d.code().code(), d.message()),
+            None => format!("postgres: {db}"),
+        },
+    }
+}
+
+async fn apply(
+    pool: &Pool,
+    batch: &[Envelope],
+    isolation: Isolation,
+) -> Result<Applied, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -106,9 +165,7 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     }
 
     let mut applied = Applied::default();
-    let mut known_patients = KnownPatients::default();
-    let mut last_received: HashMap<String, i64> = HashMap::new();
-    let mut queued: Vec<Upsert> = Vec::new();
+    let mut state = BatchState::default();
     for e in batch {
         let slot = next
             .get_mut(&(e.topic.clone(), e.partition))
@@ -121,74 +178,41 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
         *applied_per_partition
             .entry((e.topic.clone(), e.partition))
             .or_default() += 1;
-        let outcome = match e.topic.as_str() {
-            t if t == topics::RECORDS.name && schemas::is::<PatientMerged>(&e.payload) => {
-                flush(&tx, &mut queued).await?;
-                async { apply_merge(&tx, &decoded(&e.payload)?, &mut known_patients).await }.await
-            }
-            t if t == topics::RECORDS.name => match decoded::<RecordReceived>(&e.payload) {
-                Ok(r) => {
-                    let latest = last_received
-                        .entry(r.source_id.clone())
-                        .or_insert(r.received_at);
-                    *latest = (*latest).max(r.received_at);
-                    applied.newest_received_at =
-                        applied.newest_received_at.max(Some(r.received_at));
-                    match Upsert::prepare(&tx, r, &mut known_patients).await {
-                        // A Patient's outcome decides its demographics: written at once.
-                        Ok(u) if u.r.resource_type == "Patient" => {
-                            flush(&tx, &mut queued).await?;
-                            u.write_patient(&tx).await.map_err(EventError::Db)
-                        }
-                        Ok(u) => {
-                            queued.push(u);
-                            Ok(())
-                        }
-                        Err(err) => Err(err),
-                    }
+        let outcome = match isolation {
+            Isolation::Batch => apply_event(&tx, e, &mut state, &mut applied).await,
+            Isolation::PerEvent => {
+                tx.batch_execute("SAVEPOINT event").await?;
+                let mut outcome = apply_event(&tx, e, &mut state, &mut applied).await;
+                if outcome.is_ok() {
+                    outcome = flush(&tx, &mut state.queued).await.map_err(EventError::Db);
                 }
-                Err(err) => Err(err),
-            },
-            t if t == topics::CONSENTS.name => {
-                async { Ok(apply_consent(&tx, &decoded(&e.payload)?).await?) }.await
+                if outcome.is_ok() {
+                    tx.batch_execute("RELEASE SAVEPOINT event").await?;
+                } else {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT event").await?;
+                    // What the rolled-back event wrote is gone: so are the patients it resolved.
+                    state.queued.clear();
+                    state.known_patients.0.clear();
+                }
+                outcome
             }
-            t if t == topics::SOURCES.name => {
-                async { Ok(apply_source(&tx, &decoded(&e.payload)?).await?) }.await
-            }
-            t if t == topics::ACCESS.name => {
-                async { apply_access(&tx, &decoded(&e.payload)?).await }.await
-            }
-            t if t == topics::BREAK_GLASS.name => {
-                async { apply_break_glass(&tx, &decoded(&e.payload)?).await }.await
-            }
-            t if t == topics::DEAD_LETTERS.name
-                && schemas::is::<DeadLetterResubmitted>(&e.payload) =>
-            {
-                async { Ok(apply_resubmitted(&tx, &decoded(&e.payload)?).await?) }.await
-            }
-            t if t == topics::DEAD_LETTERS.name => {
-                async { Ok(apply_dead_letter(&tx, &decoded(&e.payload)?).await?) }.await
-            }
-            _ => Ok(()),
         };
         match outcome {
             Ok(()) => applied.events += 1,
-            Err(EventError::Db(err)) => return Err(err.into()),
-            Err(EventError::Decode(error)) => {
-                applied.undecodable += 1;
-                tracing::error!(topic = %e.topic, partition = e.partition, offset = e.offset, "undecodable event kept in projection_errors");
-                tx.execute(
-                    &tx.prepare_cached("INSERT INTO projection_errors (topic, partition, \"offset\", error) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING").await?,
-                    &[&e.topic, &e.partition, &e.offset, &error],
-                )
-                .await?;
+            Err(EventError::Db(err))
+                if isolation == Isolation::Batch || !is_event_fault(&err) =>
+            {
+                return Err(err.into())
+            }
+            Err(fault) => {
+                applied.quarantined += 1;
+                quarantine(&tx, e, &fault).await?;
             }
         }
     }
 
-    flush(&tx, &mut queued).await?;
-    for (source_id, micros) in &last_received {
+    flush(&tx, &mut state.queued).await?;
+    for (source_id, micros) in &state.last_received {
         tx.execute(
             &tx.prepare_cached("UPDATE sources SET last_received_at = GREATEST(COALESCE(last_received_at, $2), $2) WHERE source_id = $1").await?,
             &[source_id, &at(*micros)],
@@ -212,7 +236,208 @@ pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, Sto
     Ok(applied)
 }
 
-/// A bad event is recorded and passed over; a database error aborts the batch, to be retried.
+/// What one batch carries from event to event.
+#[derive(Default)]
+struct BatchState {
+    known_patients: KnownPatients,
+    /// Latest `received_at` per source, for the directory's `last_received_at`.
+    last_received: HashMap<String, i64>,
+    /// Record writes not yet sent (see `flush`).
+    queued: Vec<Upsert>,
+}
+
+/// Applies one event to the views (record writes may stay queued until the next `flush`).
+async fn apply_event(
+    tx: &Transaction<'_>,
+    e: &Envelope,
+    state: &mut BatchState,
+    applied: &mut Applied,
+) -> Result<(), EventError> {
+    match e.topic.as_str() {
+        t if t == topics::RECORDS.name && schemas::is::<PatientMerged>(&e.payload) => {
+            flush(tx, &mut state.queued).await?;
+            apply_merge(tx, &decoded(&e.payload)?, &mut state.known_patients).await
+        }
+        t if t == topics::RECORDS.name => {
+            let r = decoded::<RecordReceived>(&e.payload)?;
+            let latest = state
+                .last_received
+                .entry(r.source_id.clone())
+                .or_insert(r.received_at);
+            *latest = (*latest).max(r.received_at);
+            applied.newest_received_at = applied.newest_received_at.max(Some(r.received_at));
+            let u = Upsert::prepare(tx, r, &mut state.known_patients).await?;
+            if u.r.resource_type == "Patient" {
+                // A Patient's outcome decides its demographics: written at once.
+                flush(tx, &mut state.queued).await?;
+                u.write_patient(tx).await?;
+            } else {
+                state.queued.push(u);
+            }
+            Ok(())
+        }
+        t if t == topics::CONSENTS.name => {
+            Ok(apply_consent(tx, &decoded(&e.payload)?, e.offset).await?)
+        }
+        t if t == topics::SOURCES.name => Ok(apply_source(tx, &decoded(&e.payload)?).await?),
+        t if t == topics::ACCESS.name => apply_access(tx, &decoded(&e.payload)?).await,
+        t if t == topics::BREAK_GLASS.name => apply_break_glass(tx, &decoded(&e.payload)?).await,
+        t if t == topics::DEAD_LETTERS.name
+            && schemas::is::<DeadLetterResubmitted>(&e.payload) =>
+        {
+            Ok(apply_resubmitted(tx, &decoded(&e.payload)?).await?)
+        }
+        t if t == topics::DEAD_LETTERS.name
+            && schemas::is::<QuarantineReapplyRequested>(&e.payload) =>
+        {
+            flush(tx, &mut state.queued).await?;
+            state.known_patients.0.clear();
+            reapply(tx, &decoded(&e.payload)?).await
+        }
+        t if t == topics::DEAD_LETTERS.name => {
+            Ok(apply_dead_letter(tx, &decoded(&e.payload)?).await?)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The event type a message claims by its writer schema, for the quarantine list.
+fn event_type(topic: &str, payload: &[u8]) -> &'static str {
+    fn named<E: schemas::Event>(payload: &[u8]) -> Option<&'static str> {
+        schemas::is::<E>(payload).then_some(E::NAME)
+    }
+    let found = match topic {
+        t if t == topics::RECORDS.name => {
+            named::<RecordReceived>(payload).or_else(|| named::<PatientMerged>(payload))
+        }
+        t if t == topics::CONSENTS.name => named::<ConsentRecorded>(payload),
+        t if t == topics::SOURCES.name => named::<SourceRegistered>(payload),
+        t if t == topics::ACCESS.name => named::<AccessRecorded>(payload),
+        t if t == topics::BREAK_GLASS.name => named::<BreakGlassRecorded>(payload),
+        t if t == topics::DEAD_LETTERS.name => named::<RecordRejected>(payload)
+            .or_else(|| named::<DeadLetterResubmitted>(payload))
+            .or_else(|| named::<QuarantineReapplyRequested>(payload)),
+        _ => None,
+    };
+    found.unwrap_or("unknown")
+}
+
+/// The patient whose consent an event on `hie.consents` decides: from the event, or when it does
+/// not decode, from its key (`assigning_authority|mrn`). `None` when neither tells: such an event
+/// withholds every patient's clinical data until it is resolved (fail closed).
+fn consent_patient(e: &Envelope) -> Option<uuid::Uuid> {
+    if let Ok(c) = schemas::decode::<ConsentRecorded>(&e.payload) {
+        return Some(c.patient.patient_id());
+    }
+    let key = std::str::from_utf8(e.key.as_deref()?).ok()?;
+    let (assigning_authority, mrn) = key.split_once('|')?;
+    Some(
+        PatientIdentity {
+            assigning_authority: assigning_authority.to_string(),
+            mrn: mrn.to_string(),
+        }
+        .patient_id(),
+    )
+}
+
+/// Sets `e` aside: where it is, what it claims to be, why it failed, and its bytes (for a later
+/// re-apply). Logged by position and SQLSTATE only: never the payload or the error's text.
+async fn quarantine(
+    tx: &Transaction<'_>,
+    e: &Envelope,
+    fault: &EventError,
+) -> Result<(), tokio_postgres::Error> {
+    let event_type = event_type(&e.topic, &e.payload);
+    let withholds = e.topic == topics::CONSENTS.name;
+    let patient = withholds.then(|| consent_patient(e)).flatten();
+    crate::metrics::quarantined(&e.topic, event_type);
+    tracing::error!(
+        topic = %e.topic,
+        partition = e.partition,
+        offset = e.offset,
+        event_type,
+        sqlstate = match fault {
+            EventError::Db(db) => sqlstate(db),
+            EventError::Decode(_) => "undecodable",
+        },
+        withholds,
+        "event set aside in quarantine; the views go on"
+    );
+    tx.execute(
+        &tx.prepare_cached("INSERT INTO quarantine (topic, partition, \"offset\", event_type, error, message_key, payload, patient_id, withholds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (topic, partition, \"offset\") DO UPDATE SET error = EXCLUDED.error, status = 'open',
+                 attempts = quarantine.attempts + 1, quarantined_at = now()").await?,
+        &[&e.topic, &e.partition, &e.offset, &event_type, &fault_text(fault), &e.key, &e.payload, &patient, &withholds],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An operator's request to apply a quarantined event again, now that its cause is fixed. The
+/// attempt runs in a savepoint: it either applies and the entry is resolved, or the entry stays
+/// open with the new error. Replaying the log repeats the same attempts in the same order.
+async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result<(), EventError> {
+    let row = tx
+        .query_opt(
+            &tx.prepare_cached("SELECT message_key, payload FROM quarantine WHERE topic = $1 AND partition = $2 AND \"offset\" = $3 AND status = 'open'").await?,
+            &[&r.topic, &r.partition, &r.offset],
+        )
+        .await?;
+    let Some(row) = row else {
+        tracing::info!(topic = %r.topic, partition = r.partition, offset = r.offset, "re-apply of an event not in quarantine (or resolved): nothing to do");
+        return Ok(());
+    };
+    let Some(payload) = row.get::<_, Option<Vec<u8>>>(1) else {
+        tx.execute(
+            &tx.prepare_cached("UPDATE quarantine SET attempts = attempts + 1, error = 'the payload was not kept (set aside before V4); replay the log' WHERE topic = $1 AND partition = $2 AND \"offset\" = $3").await?,
+            &[&r.topic, &r.partition, &r.offset],
+        ).await?;
+        return Ok(());
+    };
+    let e = Envelope {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        key: row.get(0),
+        payload,
+    };
+    tx.batch_execute("SAVEPOINT reapply").await?;
+    let mut state = BatchState::default();
+    let mut ignored = Applied::default();
+    let mut outcome = Box::pin(apply_event(tx, &e, &mut state, &mut ignored)).await;
+    if outcome.is_ok() {
+        outcome = flush(tx, &mut state.queued).await.map_err(EventError::Db);
+    }
+    match outcome {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT reapply").await?;
+            tx.execute(
+                &tx.prepare_cached("UPDATE quarantine SET status = 'reapplied', resolved_at = $4, resolved_by = $5
+                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3").await?,
+                &[&r.topic, &r.partition, &r.offset, &at(r.requested_at), &r.requested_by],
+            )
+            .await?;
+            crate::metrics::reapplied();
+            tracing::info!(topic = %r.topic, partition = r.partition, offset = r.offset, "quarantined event re-applied");
+        }
+        Err(EventError::Db(db)) if !is_event_fault(&db) => return Err(EventError::Db(db)),
+        Err(fault) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT reapply").await?;
+            tx.execute(
+                &tx.prepare_cached("UPDATE quarantine SET attempts = attempts + 1, error = $4
+                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3").await?,
+                &[&r.topic, &r.partition, &r.offset, &fault_text(&fault)],
+            )
+            .await?;
+            tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, "quarantined event still cannot be applied");
+        }
+    }
+    Ok(())
+}
+
+/// A bad event is set aside; a database error aborts the batch, to be retried (or, when it is the
+/// event's content PostgreSQL refuses, to be applied event by event).
 enum EventError {
     Decode(String),
     Db(tokio_postgres::Error),
@@ -265,8 +490,9 @@ const UPSERT_RECORD: &str = "INSERT INTO records (source_id, resource_type, reso
          version = EXCLUDED.version, content_sha256 = EXCLUDED.content_sha256,
          resource = EXCLUDED.resource, sensitivity = EXCLUDED.sensitivity, channel = EXCLUDED.channel,
          received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
-     -- A newer version replaces; an older one or an identical duplicate changes nothing.
-     WHERE records.version < EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
+     -- A newer version, or an equal one later in the log, replaces; an older one or an identical
+     -- duplicate changes nothing.
+     WHERE records.version <= EXCLUDED.version AND records.content_sha256 <> EXCLUDED.content_sha256
      RETURNING 1";
 
 impl Upsert {
@@ -494,19 +720,19 @@ async fn update_demographics(
     Ok(())
 }
 
+/// Every decision is kept, with its place in the log (`offset`: one patient's consents share a
+/// partition): the query API chooses the one in force at read time, so a decision effective next
+/// week does not erase today's, and a quarantined decision re-applied later takes its own place.
 async fn apply_consent(
     tx: &Transaction<'_>,
     c: &ConsentRecorded,
+    offset: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    // Events of one patient share a partition, so the last one applied is the latest decision.
     tx.execute(
         &tx.prepare_cached("INSERT INTO consents (patient_id, organization_id, decision, effective_at, expires_at, part2, method,
-                               recorded_at, recorded_by, event_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (patient_id, organization_id) DO UPDATE SET
-             decision = EXCLUDED.decision, effective_at = EXCLUDED.effective_at, expires_at = EXCLUDED.expires_at,
-             part2 = EXCLUDED.part2, method = EXCLUDED.method, recorded_at = EXCLUDED.recorded_at,
-             recorded_by = EXCLUDED.recorded_by, event_id = EXCLUDED.event_id").await?,
+                               recorded_at, recorded_by, event_id, log_offset)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (event_id) DO NOTHING").await?,
         &[
             &c.patient.patient_id(),
             &c.organization_id,
@@ -518,6 +744,7 @@ async fn apply_consent(
             &at(c.recorded_at),
             &c.recorded_by,
             &c.event_id,
+            &offset,
         ],
     )
     .await?;
@@ -593,7 +820,7 @@ async fn apply_resubmitted(
 }
 
 /// Patient ids in privacy events are enterprise ids the query API resolved; a malformed one is a
-/// bad event, kept in `projection_errors`.
+/// bad event, set aside in `quarantine`.
 fn patient_uuid(id: &str) -> Result<uuid::Uuid, EventError> {
     uuid::Uuid::parse_str(id).map_err(|_| EventError::Decode("patient_id is not a UUID".into()))
 }

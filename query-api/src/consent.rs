@@ -8,6 +8,9 @@ pub enum Decision {
     Grant,
     Deny,
     DenyExceptEmergency,
+    /// A consent event for the patient was set aside by the projector (it could not be applied):
+    /// what the patient decided is unknown, so nothing is shown until it is resolved.
+    Unresolved,
 }
 
 impl Decision {
@@ -25,6 +28,7 @@ impl Decision {
             Decision::Grant => "grant",
             Decision::Deny => "deny",
             Decision::DenyExceptEmergency => "deny_except_emergency",
+            Decision::Unresolved => "unresolved",
         }
     }
 }
@@ -41,6 +45,11 @@ pub struct ConsentRow {
     pub effective_at: Option<SystemTime>,
     pub expires_at: Option<SystemTime>,
     pub part2: bool,
+    /// A consent event for this member is in the projector's quarantine (fail closed).
+    pub withheld: bool,
+    /// The decision's place in its patient's log (one patient's consents share a partition):
+    /// later decisions have larger numbers.
+    pub seq: i64,
 }
 
 /// The decision in force for `org`, or `None` (no decision recorded).
@@ -51,9 +60,13 @@ pub struct InForce {
 }
 
 impl ConsentRow {
+    fn effective(&self, now: SystemTime) -> bool {
+        self.effective_at.is_none_or(|t| t <= now)
+    }
+
     fn in_force(&self, now: SystemTime) -> Option<InForce> {
         let decision = Decision::parse(&self.decision)?;
-        if self.effective_at.is_some_and(|t| t > now) || self.expires_at.is_some_and(|t| t <= now) {
+        if !self.effective(now) || self.expires_at.is_some_and(|t| t <= now) {
             return None;
         }
         Some(InForce {
@@ -63,21 +76,37 @@ impl ConsentRow {
     }
 }
 
+/// The decision that governs `member`'s data for `org` (or `*`) at `now`: of the decisions
+/// already effective, the latest recorded. So a decision effective next week leaves today's in
+/// force until then, and one recorded later (a revocation) replaces it once effective.
+pub fn governing<'a>(
+    rows: &'a [ConsentRow],
+    member: uuid::Uuid,
+    org: &str,
+    now: SystemTime,
+) -> Option<&'a ConsentRow> {
+    rows.iter()
+        .filter(|r| r.member == member && r.organization_id == org && r.effective(now))
+        .max_by_key(|r| r.seq)
+}
+
 /// An organization-specific decision beats an all-participants (`*`) one; a specific row that
 /// is revoked, expired or not yet effective leaves the `*` decision to apply. A merged patient's
 /// rows come from each linked patient: the stricter decision wins (deny, then deny except in an
 /// emergency, then no decision, then grant; Part 2 only when every grant covers it), so a merge
 /// never makes data more visible than either patient's own consent did.
 pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<InForce> {
+    if rows.iter().any(|r| r.withheld) {
+        return Some(InForce {
+            decision: Decision::Unresolved,
+            covers_part2: false,
+        });
+    }
     let mut members: Vec<uuid::Uuid> = rows.iter().map(|r| r.member).collect();
     members.sort();
     members.dedup();
     let each = members.iter().map(|m| {
-        let pick = |o: &str| {
-            rows.iter()
-                .find(|r| r.member == *m && r.organization_id == o)
-                .and_then(|r| r.in_force(now))
-        };
+        let pick = |o: &str| governing(rows, *m, o, now).and_then(|r| r.in_force(now));
         pick(org).or_else(|| pick("*"))
     });
     let mut stricter: Option<Option<InForce>> = None;
@@ -92,6 +121,7 @@ pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<I
 
 fn strictest(a: Option<InForce>, b: Option<InForce>) -> Option<InForce> {
     let rank = |d: &Option<InForce>| match d.map(|f| f.decision) {
+        Some(Decision::Unresolved) => 4,
         Some(Decision::Deny) => 3,
         Some(Decision::DenyExceptEmergency) => 2,
         None => 1,
@@ -131,7 +161,49 @@ mod tests {
             effective_at: None,
             expires_at: None,
             part2: false,
+            withheld: false,
+            seq: 0,
         }
+    }
+
+    #[test]
+    fn history_a_future_decision_leaves_todays_in_force_until_it_starts() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let grant = ConsentRow {
+            seq: 1,
+            ..row("org-a", "grant")
+        };
+        let deny_next_week = ConsentRow {
+            seq: 2,
+            effective_at: Some(now + 7 * day),
+            ..row("org-a", "deny")
+        };
+        let rows = vec![grant.clone(), deny_next_week.clone()];
+        let at = |t| decision_for(&rows, "org-a", t).map(|f| f.decision);
+        assert_eq!(at(now), Some(Decision::Grant));
+        assert_eq!(at(now + 8 * day), Some(Decision::Deny));
+        // A revocation recorded later ends the grant at once; the future deny still comes.
+        let revoke = ConsentRow {
+            seq: 3,
+            ..row("org-a", "revoke")
+        };
+        let rows = vec![grant, deny_next_week, revoke];
+        assert_eq!(decision_for(&rows, "org-a", now), None);
+        // The order is the log's, not the rows' order in the answer.
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        assert_eq!(decision_for(&reversed, "org-a", now), None);
+    }
+
+    #[test]
+    fn an_unresolved_consent_withholds_whatever_else_was_decided() {
+        let now = SystemTime::now();
+        let mut rows = vec![row("org-a", "grant")];
+        rows[0].withheld = true;
+        let f = decision_for(&rows, "org-a", now).unwrap();
+        assert_eq!(f.decision, Decision::Unresolved);
+        assert!(!break_glass_possible(Some(f)));
     }
 
     #[test]

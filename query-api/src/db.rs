@@ -141,7 +141,9 @@ pub async fn consents(
                  SELECT p AS patient_id, p AS member FROM unnest($1::uuid[]) AS p
                  UNION SELECT survivor_id, prior_id FROM patient_links WHERE survivor_id = ANY($1))
              SELECT m.patient_id, m.member, COALESCE(c.organization_id, ''), COALESCE(c.decision, ''),
-                    c.effective_at, c.expires_at, COALESCE(c.part2, false)
+                    c.effective_at, c.expires_at, COALESCE(c.part2, false), COALESCE(c.log_offset, -1),
+                    EXISTS (SELECT 1 FROM quarantine q WHERE q.withholds AND q.status = 'open'
+                                AND (q.patient_id = m.member OR q.patient_id IS NULL))
              FROM members m
              LEFT JOIN consents c ON c.patient_id = m.member AND c.organization_id IN ($2, '*')").await?,
             &[&patients, &org],
@@ -156,9 +158,78 @@ pub async fn consents(
             effective_at: r.get(4),
             expires_at: r.get(5),
             part2: r.get(6),
+            seq: r.get(7),
+            withheld: r.get(8),
         });
     }
     Ok(out)
+}
+
+/// One recorded consent decision, for the history a privacy officer reads.
+pub struct ConsentEntry {
+    pub row: ConsentRow,
+    pub method: String,
+    pub recorded_by: String,
+    pub recorded_at: std::time::SystemTime,
+}
+
+/// Every decision recorded for `patient` and the patients merged into it, oldest first.
+pub async fn consent_history(pool: &Pool, patient: Uuid) -> Result<Vec<ConsentEntry>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &client
+                .prepare_cached(
+                    "WITH members AS (SELECT $1::uuid AS member
+                                      UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1)
+                     SELECT c.patient_id, c.organization_id, c.decision, c.effective_at, c.expires_at, c.part2,
+                            c.log_offset, c.method, c.recorded_by, c.recorded_at
+                     FROM consents c JOIN members m ON c.patient_id = m.member
+                     ORDER BY c.recorded_at, c.log_offset",
+                )
+                .await?,
+            &[&patient],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ConsentEntry {
+            row: ConsentRow {
+                member: r.get(0),
+                organization_id: r.get(1),
+                decision: r.get(2),
+                effective_at: r.get(3),
+                expires_at: r.get(4),
+                part2: r.get(5),
+                seq: r.get(6),
+                withheld: false,
+            },
+            method: r.get(7),
+            recorded_by: r.get(8),
+            recorded_at: r.get(9),
+        })
+        .collect())
+}
+
+/// How many consent events for the patient (or for an unknown patient) the projector set aside:
+/// while any is open, the patient's clinical data is withheld.
+pub async fn consent_unresolved(pool: &Pool, patient: Uuid) -> Result<i64, DbError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_one(
+            &client
+                .prepare_cached(
+                    "WITH members AS (SELECT $1::uuid AS member
+                                      UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1)
+                     SELECT count(*) FROM quarantine q
+                     WHERE q.withholds AND q.status = 'open'
+                       AND (q.patient_id IS NULL OR q.patient_id IN (SELECT member FROM members))",
+                )
+                .await?,
+            &[&patient],
+        )
+        .await?
+        .get(0))
 }
 
 /// A patient's current records, each with whether it is 42 CFR Part 2 data.

@@ -147,5 +147,9 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
             DeadLetterResubmitted::NAME,
             DeadLetterResubmitted::schemas(),
         ),
+        (
+            QuarantineReapplyRequested::NAME,
+            QuarantineReapplyRequested::schemas(),
+        ),
     ]
 }

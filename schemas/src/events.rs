@@ -79,9 +79,11 @@ pub struct RecordRejected {
     pub message_id: String,
     pub index: Option<i64>,
     pub reason: String,
-    pub payload: String,
+    /// Exactly the bytes received (v1 wrote a string; Avro resolves it to these bytes).
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
 }
-avro_event!(RecordRejected, "record_rejected", ["v1"]);
+avro_event!(RecordRejected, "record_rejected", ["v1", "v2"]);
 
 impl RecordRejected {
     pub fn key(&self) -> String {
@@ -184,3 +186,24 @@ pub struct DeadLetterResubmitted {
     pub resubmitted_by: String,
 }
 avro_event!(DeadLetterResubmitted, "dead_letter_resubmitted", ["v1"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineReapplyRequested {
+    pub event_id: String,
+    pub requested_at: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub requested_by: String,
+}
+avro_event!(
+    QuarantineReapplyRequested,
+    "quarantine_reapply_requested",
+    ["v1"]
+);
+
+impl QuarantineReapplyRequested {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}

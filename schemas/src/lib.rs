@@ -12,7 +12,8 @@ pub use canonical::{fingerprint64, parsing_canonical_form};
 pub use codec::{codec_sets, decode, encode, is, CodecError, Event, SchemaSet, VersionedSchema};
 pub use events::{
     AccessRecorded, AccountRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
-    PatientIdentity, PatientMerged, RecordReceived, RecordRejected, SourceRegistered,
+    PatientIdentity, PatientMerged, QuarantineReapplyRequested, RecordReceived, RecordRejected,
+    SourceRegistered,
 };
 pub use position::Position;
 

@@ -1,5 +1,11 @@
 //! The project's topics. The log is the source of truth, so nothing is ever deleted by age.
 
+/// The largest FHIR resource accepted, as JSON (a document with its attachment).
+pub const MAX_RESOURCE_BYTES: usize = 16 * 1024 * 1024;
+/// The largest message on any topic: a largest resource, its envelope and room for the JSON
+/// escaping a normalized resource may add. Producers, topics and fetches are all set to it.
+pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_RESOURCE_BYTES;
+
 pub struct TopicSpec {
     pub name: &'static str,
     pub partitions: i32,

@@ -58,7 +58,7 @@ fn fastavro_decodes_every_event_type() {
                 message_id: "m".into(),
                 index: Some(3),
                 reason: "bad".into(),
-                payload: "x".into(),
+                payload: b"x\0\xe9".to_vec(),
             })
             .unwrap(),
         ),
@@ -110,6 +110,18 @@ fn fastavro_decodes_every_event_type() {
             })
             .unwrap(),
         ),
+        (
+            "quarantine_reapply_requested",
+            encode(&QuarantineReapplyRequested {
+                event_id: "e".into(),
+                requested_at: 1,
+                topic: "hie.consents".into(),
+                partition: 2,
+                offset: 7,
+                requested_by: "op".into(),
+            })
+            .unwrap(),
+        ),
     ];
     let mut files = Vec::new();
     for (name, bytes) in &messages {
@@ -134,14 +146,18 @@ fn fastavro_decodes_every_event_type() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 7);
     assert_eq!(lines[0]["record"]["patient"]["mrn"], "7");
     assert_eq!(lines[1]["record"]["part2"], true);
     assert_eq!(lines[2]["record"]["index"], 3);
+    // bytes, exactly: fastavro hands them to Python as b'x\x00\xe9'.
+    assert_eq!(lines[2]["record"]["payload"], "b'x\\x00\\xe9'");
     assert_eq!(lines[3]["record"]["data_elements"][0], "Observation");
     assert_eq!(lines[4]["record"]["survivor"]["mrn"], "7");
     assert_eq!(lines[4]["record"]["prior"]["mrn"], "8");
     assert_eq!(lines[5]["record"]["reason"], "why");
     assert_eq!(lines[5]["record"]["payload_edited"], true);
+    assert_eq!(lines[6]["record"]["offset"], 7);
+    assert_eq!(lines[6]["record"]["topic"], "hie.consents");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,8 @@ pub struct TestApp {
     /// Ingest's drop folder, a fresh directory per app.
     pub drop_dir: std::path::PathBuf,
     pub query: String,
+    /// The in-process projector's `/healthz` and `/metrics` base URL.
+    pub projector: Option<String>,
     pub http: reqwest::Client,
     pub db: TestDb,
     pub broker: Broker,
@@ -74,8 +76,10 @@ impl TestApp {
                 .map_err(|e| e.to_string())
         }));
 
+        let mut projector = None;
         if services.projector_in_process {
-            let (listener, _) = listen().await;
+            let (listener, url) = listen().await;
+            projector = Some(url);
             let config = projector_config(&broker, &db, listener.local_addr().unwrap());
             stops.push(spawn(|stop| async move {
                 projector::run(config, listener, stop)
@@ -110,6 +114,7 @@ impl TestApp {
             mllp,
             drop_dir,
             query,
+            projector,
             http: reqwest::Client::new(),
             db,
             broker,
@@ -382,6 +387,8 @@ fn projector_config(broker: &Broker, db: &TestDb, addr: std::net::SocketAddr) ->
         batch_max: 500,
         batch_wait: Duration::from_millis(5),
         fetch_wait: Duration::from_millis(10),
+        // Short, so a test can see /healthz turn 503 while the views are held up.
+        stall: Duration::from_secs(5),
     }
 }
 

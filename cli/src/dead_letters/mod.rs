@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+pub use store::connect;
 use store::{Filter, Letter};
 
 #[derive(Subcommand)]
@@ -94,7 +95,7 @@ pub struct Select {
 #[derive(Args)]
 pub struct Db {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    pub(crate) database_url: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,11 +167,11 @@ pub async fn run(command: Command) -> Result<bool> {
                 .flatten()
                 .ok_or_else(|| anyhow!("no dead letter {id}"))?;
             match out {
-                Some(path) => write_private(&path, letter.payload.as_bytes())?,
+                Some(path) => write_private(&path, &letter.payload)?,
                 None => {
                     let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(letter.payload.as_bytes())?;
-                    if !letter.payload.ends_with('\n') {
+                    stdout.write_all(&letter.payload)?;
+                    if !letter.payload.ends_with(b"\n") {
                         stdout.write_all(b"\n")?;
                     }
                 }
@@ -196,7 +197,7 @@ pub async fn run(command: Command) -> Result<bool> {
             let letters = selection(&db, ids, all, &select, force).await?;
             let edited = match &payload {
                 Some(path) if letters.len() == 1 => Some(
-                    std::fs::read_to_string(path)
+                    std::fs::read(path)
                         .with_context(|| format!("reading {}", path.display()))?,
                 ),
                 Some(_) => bail!("--payload replaces the payload of exactly one dead letter"),
@@ -284,7 +285,7 @@ async fn selection(
 async fn resubmit_all(
     target: &resubmit::Target,
     letters: &[Letter],
-    edited: Option<&str>,
+    edited: Option<&[u8]>,
 ) -> Result<bool> {
     let started = Instant::now();
     let mut mllp = None;

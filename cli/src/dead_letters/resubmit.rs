@@ -53,12 +53,12 @@ enum Route {
 
 /// Decide by content, not only by channel: a drop-folder letter is an NDJSON line, a Bundle
 /// entry or an HL7 message.
-fn route(payload: &str) -> Result<Route> {
-    let trimmed = payload.trim_start();
-    if trimmed.starts_with("MSH") {
+fn route(payload: &[u8]) -> Result<Route> {
+    let trimmed = payload.trim_ascii_start();
+    if trimmed.starts_with(b"MSH") {
         return Ok(Route::Mllp);
     }
-    let value: Value = serde_json::from_str(trimmed)
+    let value: Value = serde_json::from_slice(trimmed)
         .map_err(|_| anyhow!("the payload is neither an HL7 v2 message nor JSON"))?;
     if value.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
         return Ok(Route::Fhir(value.to_string(), "application/fhir+json"));
@@ -75,7 +75,7 @@ fn route(payload: &str) -> Result<Route> {
 }
 
 /// Which interface a payload would go through, for the dry run.
-pub fn via(payload: &str) -> &'static str {
+pub fn via(payload: &[u8]) -> &'static str {
     match route(payload) {
         Ok(Route::Mllp) => "hl7v2_mllp",
         Ok(Route::Fhir(..)) => "fhir_http",
@@ -89,7 +89,7 @@ impl Target {
         &self,
         mllp: &mut Option<Mllp>,
         letter: &Letter,
-        payload: &str,
+        payload: &[u8],
         edited: bool,
     ) -> Outcome {
         let route = match route(payload) {
@@ -207,7 +207,7 @@ impl Target {
         })
     }
 
-    async fn send_mllp(&self, conn: &mut Option<Mllp>, message: &str) -> Result<Outcome> {
+    async fn send_mllp(&self, conn: &mut Option<Mllp>, message: &[u8]) -> Result<Outcome> {
         if conn.is_none() {
             *conn = Some(Mllp::connect(&self.mllp).await?);
         }
@@ -257,10 +257,11 @@ impl Mllp {
         })
     }
 
-    async fn exchange(&mut self, message: &str) -> Result<String> {
+    /// Sends the message's bytes as they are (an HL7 message may be Latin-1), LF as CR.
+    async fn exchange(&mut self, message: &[u8]) -> Result<String> {
         let mut framed = Vec::with_capacity(message.len() + 3);
         framed.push(0x0b);
-        framed.extend_from_slice(message.replace('\n', "\r").as_bytes());
+        framed.extend(message.iter().map(|b| if *b == b'\n' { b'\r' } else { *b }));
         framed.extend_from_slice(&[0x1c, 0x0d]);
         self.stream.get_mut().write_all(&framed).await?;
         let mut ack = Vec::new();
@@ -286,15 +287,15 @@ mod tests {
 
     #[test]
     fn payloads_go_back_by_what_they_are() {
-        assert_eq!(route("MSH|^~\\&|A|B\rPID|").unwrap(), Route::Mllp);
-        match route(r#"{"resourceType":"Observation","id":"o"}"#).unwrap() {
+        assert_eq!(route(b"MSH|^~\\&|A|B\rPID|").unwrap(), Route::Mllp);
+        match route(br#"{"resourceType":"Observation","id":"o"}"#).unwrap() {
             Route::Fhir(body, ct) => {
                 assert_eq!(ct, "application/fhir+ndjson");
                 assert!(body.contains("Observation"));
             }
             r => panic!("{r:?}"),
         }
-        match route(r#"{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient"}}"#).unwrap() {
+        match route(br#"{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient"}}"#).unwrap() {
             Route::Fhir(body, ct) => {
                 assert_eq!(ct, "application/fhir+json");
                 let v: Value = serde_json::from_str(&body).unwrap();
@@ -303,8 +304,8 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
-        assert!(route("not json").is_err());
-        assert!(route("[1,2]").is_err());
+        assert!(route(b"not json").is_err());
+        assert!(route(b"[1,2]").is_err());
     }
 
     #[test]

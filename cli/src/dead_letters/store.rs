@@ -31,8 +31,9 @@ pub struct Letter {
     pub status: String,
     pub resubmitted_at: Option<String>,
     pub resubmit_outcome: Option<String>,
+    /// Exactly the bytes received.
     #[serde(skip)]
-    pub payload: String,
+    pub payload: Vec<u8>,
 }
 
 pub async fn connect(url: &str) -> Result<Client> {
@@ -51,8 +52,11 @@ const COLUMNS: &str = "event_id, to_char(rejected_at AT TIME ZONE 'UTC', 'YYYY-M
 
 fn letter(r: &tokio_postgres::Row) -> Letter {
     let recorded: Option<String> = r.get(2);
-    let payload: String = r.get(11);
-    let claimed = recorded.is_none().then(|| msh4(&payload)).flatten();
+    let payload: Vec<u8> = r.get(11);
+    let claimed = recorded
+        .is_none()
+        .then(|| msh4(&String::from_utf8_lossy(&payload)))
+        .flatten();
     Letter {
         id: r.get(0),
         rejected_at: r.get(1),
@@ -86,7 +90,7 @@ pub async fn select(db: &Client, f: &Filter) -> Result<Vec<Letter>> {
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::text[] IS NULL OR channel = ANY($2))
            AND ($3::text IS NULL OR reason ILIKE $3)
-           AND ($4::text IS NULL OR source_id = $4 OR (source_id IS NULL AND payload LIKE 'MSH%'))
+           AND ($4::text IS NULL OR source_id = $4 OR (source_id IS NULL AND substring(payload FROM 1 FOR 3) = 'MSH'::bytea))
          ORDER BY rejected_at, event_id"
     );
     let rows = db

@@ -34,7 +34,7 @@ impl Receiver {
                         AckCode::Reject,
                         "100",
                         &reason,
-                        &text,
+                        bytes,
                         received_at,
                     )
                     .await;
@@ -51,7 +51,7 @@ impl Receiver {
                         AckCode::Reject,
                         e.hl7_code(),
                         &e.to_string(),
-                        &text,
+                        bytes,
                         received_at,
                     )
                     .await
@@ -74,7 +74,7 @@ impl Receiver {
                     AckCode::Reject,
                     "204",
                     reason,
-                    &text,
+                    bytes,
                     received_at,
                 )
                 .await;
@@ -94,7 +94,7 @@ impl Receiver {
                         e.ack_code(),
                         e.hl7_code(),
                         &e.to_string(),
-                        &text,
+                        bytes,
                         received_at,
                     )
                     .await
@@ -133,7 +133,7 @@ impl Receiver {
         code: AckCode,
         hl7_code: &str,
         reason: &str,
-        raw: &str,
+        raw: &[u8],
         at: i64,
     ) -> String {
         let letter = intake::dead_letter(source_id, CHANNEL, control_id, None, reason, raw, at);

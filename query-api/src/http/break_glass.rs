@@ -76,13 +76,25 @@ pub async fn break_glass(
         &user.org,
         SystemTime::now(),
     );
-    if in_force.map(|f| f.decision) == Some(Decision::Deny) {
-        return refuse(
-            role,
-            "consent_denied",
-            "the patient has denied access, even in an emergency",
-        )
-        .await;
+    match in_force.map(|f| f.decision) {
+        Some(Decision::Deny) => {
+            return refuse(
+                role,
+                "consent_denied",
+                "the patient has denied access, even in an emergency",
+            )
+            .await
+        }
+        // The decision may be a deny: no emergency access until it is known.
+        Some(Decision::Unresolved) => {
+            return refuse(
+                role,
+                "consent_unresolved",
+                "a consent decision for this patient could not be applied yet",
+            )
+            .await
+        }
+        _ => {}
     }
 
     let ttl = match req.duration_seconds {

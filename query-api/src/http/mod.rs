@@ -1,6 +1,7 @@
 //! The query API's HTTP routes (API.md, "Query API"), one file per resource.
 
 mod access_log;
+mod consents;
 mod break_glass;
 mod caller;
 mod error;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             post(break_glass::break_glass),
         )
         .route("/v1/patients/{id}/access-log", get(access_log::access_log))
+        .route("/v1/patients/{id}/consents", get(consents::history))
         .route(
             "/v1/reports/break-glass",
             get(access_log::break_glass_report),

@@ -130,6 +130,15 @@ pub async fn read_records(
             )
             .await
         }
+        Some(Decision::Unresolved) => {
+            return refuse(
+                role,
+                "consent_unresolved",
+                "a consent decision for this patient could not be applied yet; the HIE's operators have been alerted",
+                Some(false),
+            )
+            .await
+        }
         None | Some(Decision::DenyExceptEmergency) => {
             if db::active_break_glass(&state.pool, patient, &user.id).await? {
                 // Emergency access never extends to Part 2 data: that needs the patient's consent.

@@ -170,28 +170,28 @@ async fn bad_requests_get_clear_errors_and_rejections_are_dead_lettered() {
     // bodies refused as a whole (with what was read of them) as well as single entries. Requests
     // without valid credentials are not (nothing attributable to a source was received).
     let letters = dead_letters(&app, 7).await;
-    assert_eq!(letters[0].payload, "{\"resourceType\": \"Bundle\", ");
+    assert_eq!(letters[0].payload, b"{\"resourceType\": \"Bundle\", ");
     assert_eq!(letters[0].source_id.as_deref(), Some("clinic"));
     assert_eq!(letters[0].channel, "fhir_bundle");
     assert_eq!(letters[0].index, None);
     assert!(!letters[0].reason.is_empty());
-    assert_eq!(letters[1].payload, r#"{"resourceType":"Patient"}"#);
-    assert_eq!(letters[2].payload, "a,b");
+    assert_eq!(letters[1].payload, br#"{"resourceType":"Patient"}"#);
+    assert_eq!(letters[2].payload, b"a,b");
     assert!(
         letters[2].reason.contains("text/csv"),
         "{}",
         letters[2].reason
     );
-    assert_eq!(letters[3].payload, "");
+    assert!(letters[3].payload.is_empty());
     assert!(letters[3].reason.contains("limit"), "{}", letters[3].reason);
     let entries = &letters[4..];
     assert_eq!(entries[0].reason, "Observation.status is required");
     assert_eq!(entries[0].source_id.as_deref(), Some("clinic"));
     assert_eq!(entries[0].channel, "fhir_bundle");
     assert_eq!(entries[0].index, Some(2));
-    assert!(entries[0].payload.contains("\"bad\""));
+    assert!(String::from_utf8_lossy(&entries[0].payload).contains("\"bad\""));
     assert_eq!(entries[1].channel, "fhir_ndjson");
-    assert_eq!(entries[1].payload, "this is not json");
+    assert_eq!(entries[1].payload, b"this is not json");
     assert_eq!(entries[2].index, Some(2));
 
     // Nothing of the transaction reached the views.

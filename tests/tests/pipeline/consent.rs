@@ -170,3 +170,76 @@ async fn reads_need_a_valid_token() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Each organization's decisions are kept: one effective next week leaves today's in force, and
+/// the patient's organizations' privacy officers read the whole history (audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_history_is_kept_and_evaluated_at_read_time() {
+    let app = TestApp::spawn().await;
+    let key = app.register_source("hist", "org-h", AA).await;
+    let pos = app
+        .post_bundle_ok(
+            "hist",
+            &key,
+            &crate::bundle(AA, "H9", "h9", &[("h9-o", "2024-01-01T00:00:00Z", 1.0)]),
+        )
+        .await;
+    let id = app.patient_id(AA, "H9", Some(&pos)).await;
+    app.consent(AA, "H9", "org-a", "grant").await;
+    // A decision that takes effect later (far enough that the test never reaches it).
+    let next_week = "2099-01-01T00:00:00Z";
+    let p = app
+        .consent_with(json!({
+            "patient": {"assigning_authority": AA, "mrn": "H9"},
+            "organization_id": "org-a", "decision": "deny", "method": "written", "part2": false,
+            "effective_at": next_week
+        }))
+        .await;
+    // Today's grant is still in force.
+    let (status, _) = records_status(&app, &id, "org-a", &p).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The history, for the privacy officer of an organization holding the patient's data.
+    let officer = app.token("org-h", &["privacy_officer"]);
+    let r = app.get(&format!("/v1/patients/{id}/consents"), &officer, Some(&p)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let consents = body["consents"].as_array().unwrap();
+    assert_eq!(consents.len(), 2, "{body}");
+    assert_eq!(
+        (consents[0]["decision"].as_str(), consents[0]["in_force"].as_bool()),
+        (Some("grant"), Some(true))
+    );
+    assert_eq!(
+        (consents[1]["decision"].as_str(), consents[1]["in_force"].as_bool()),
+        (Some("deny"), Some(false))
+    );
+    assert_eq!(consents[1]["method"], "written");
+    assert!(consents[1]["effective_at"].as_str().is_some());
+    assert!(consents[0]["recorded_by"].as_str().is_some());
+    assert_eq!(body["unresolved"], 0);
+
+    // Not for a privacy officer of an organization without the patient's data, nor a physician.
+    for token in [
+        app.token("org-z", &["privacy_officer"]),
+        app.token("org-h", &["physician"]),
+    ] {
+        let r = app.get(&format!("/v1/patients/{id}/consents"), &token, None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    // The read is in the access log.
+    let log: Value = app
+        .get(&format!("/v1/patients/{id}/access-log"), &officer, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["role"] == "privacy_officer" && e["action"] == "consents"),
+        "{log}"
+    );
+}

@@ -289,7 +289,7 @@ async fn rejected_messages_get_ae_or_ar_with_err_and_are_dead_lettered() {
     let merge_row = &rows[2];
     assert_eq!(merge_row.get::<_, String>(1), "MG0040");
     assert!(merge_row.get::<_, String>(2).contains("merge"));
-    assert_eq!(merge_row.get::<_, String>(3), merge);
+    assert_eq!(merge_row.get::<_, Vec<u8>>(3), merge.as_bytes());
 }
 
 /// Many connections at once, many messages each; prints the sustained rate. For a longer run:

@@ -7,11 +7,13 @@ mod dead_letters;
 mod drop_folder;
 mod fhir_api;
 mod hl7_mllp;
+mod large_records;
 mod merge;
 mod observability;
 mod phi_logs;
 mod privacy;
 mod projector_restart;
+mod quarantine;
 mod round_trip;
 mod versions;
 

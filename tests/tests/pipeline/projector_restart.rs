@@ -67,7 +67,7 @@ async fn projector_killed_mid_stream_loses_and_doubles_nothing() {
     for _ in 0..12 {
         let r = app
             .get(
-                "/v1/patients?family=Testpatient",
+                "/v1/patients?family=Testpatient&given=Alex",
                 &token,
                 Some(&position.encode()),
             )
@@ -134,7 +134,7 @@ async fn projector_killed_mid_stream_loses_and_doubles_nothing() {
         .get(0);
     assert_eq!(doubled, 0);
     let undecodable: i64 = db
-        .query_one("SELECT count(*) FROM projection_errors", &[])
+        .query_one("SELECT count(*) FROM quarantine", &[])
         .await
         .unwrap()
         .get(0);

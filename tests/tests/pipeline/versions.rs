@@ -86,6 +86,17 @@ async fn latest_version_wins_and_duplicates_change_nothing() {
         .get(0);
     assert_eq!(before, after);
 
+    // An equal version with other content (HL7 MSH-7 is to the second; lastUpdated may tie): the
+    // later in the log wins.
+    let p = app
+        .post_bundle_ok(
+            "lab",
+            &key,
+            &crate::bundle(AA, "V1", "p", &[("glu", "2024-03-02T10:00:00Z", 2.25)]),
+        )
+        .await;
+    assert_eq!(observation_value(&app, &id, &p).await, vec![2.25]);
+
     // Resources without meta.lastUpdated are ordered by receipt: the later send wins.
     let mut b = crate::bundle(AA, "V1", "p", &[("bp", "2024-03-02T10:00:00Z", 120.0)]);
     b["entry"][1]["resource"]
@@ -97,5 +108,5 @@ async fn latest_version_wins_and_duplicates_change_nothing() {
     let p = app.post_bundle_ok("lab", &key, &b).await;
     let mut values = observation_value(&app, &id, &p).await;
     values.sort_by(f64::total_cmp);
-    assert_eq!(values, vec![2.0, 130.0]);
+    assert_eq!(values, vec![2.25, 130.0]);
 }
