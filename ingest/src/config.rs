@@ -5,6 +5,8 @@ use std::time::Duration;
 use platform::auth::{JwtKey, JwtKeyError};
 use platform::env_or;
 
+pub use crate::limits::Limits;
+
 /// Everything ingest is told at start; `Debug` prints it without secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +24,8 @@ pub struct Config {
     pub drop_dir: Option<PathBuf>,
     /// A user id whose admin tokens are honoured without an account (`HIE_BOOTSTRAP_ADMIN`).
     pub bootstrap_admin: Option<String>,
+    /// Bounds on what a sender controls: MLLP frames, connections and idle time, HTTP time.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,7 @@ impl Config {
             },
             drop_dir: drop_dir(),
             bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
+            limits: Limits::from_env()?,
         })
     }
 }

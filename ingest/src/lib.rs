@@ -4,9 +4,12 @@
 pub mod config;
 mod dropfolder;
 mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hl7;
 pub mod http;
 mod intake;
+mod limits;
 mod metrics;
 mod mllp;
 mod publish;
@@ -62,7 +65,7 @@ pub async fn run_with(
         let receiver = mllp::Receiver {
             publisher: publisher.clone(),
             registry: registry.clone(),
-            max_message_bytes: config.max_body_bytes,
+            limits: config.limits.clone(),
         };
         workers.push(tokio::spawn(mllp::serve(
             mllp,

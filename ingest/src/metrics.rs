@@ -1,8 +1,9 @@
-//! Ingest's metrics, defined in one place. Labels are source ids and channels, never PHI.
+//! Ingest's metrics, defined in one place. Labels come from closed sets only: registered source
+//! ids (or `unknown`), the four channel names, the MLLP limits; never PHI or anything a sender wrote.
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, IntCounterVec};
+use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
 
 static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -34,4 +35,51 @@ pub fn rejected(source: &str, channel: &str, n: usize) {
             .with_label_values(&[source, channel])
             .inc_by(n as u64);
     }
+}
+
+static MLLP_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "hie_ingest_mllp_connections",
+        "MLLP connections open (at most INGEST_MLLP_MAX_CONNECTIONS)"
+    )
+    .expect("metric registers once")
+});
+
+static MLLP_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "hie_ingest_mllp_refusals_total",
+        "MLLP connections closed or frames refused at a limit, by which limit",
+        &["limit"]
+    )
+    .expect("metric registers once")
+});
+
+/// Which MLLP limit refused something: the metric's label takes only these values.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    ConnectionLimit,
+    IdleTimeout,
+    FrameTooLarge,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::ConnectionLimit => "connections",
+            Refusal::IdleTimeout => "idle",
+            Refusal::FrameTooLarge => "frame_bytes",
+        }
+    }
+}
+
+pub fn mllp_connection_opened() {
+    MLLP_CONNECTIONS.inc();
+}
+
+pub fn mllp_connection_closed() {
+    MLLP_CONNECTIONS.dec();
+}
+
+pub fn mllp_refused(refusal: Refusal) {
+    MLLP_REFUSALS.with_label_values(&[refusal.label()]).inc();
 }

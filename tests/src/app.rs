@@ -17,6 +17,8 @@ pub struct Services {
     /// Run the projector in this process; a test that kills it runs it as a process instead.
     pub projector_in_process: bool,
     pub max_body_bytes: usize,
+    /// Ingest's limits on what senders control (MLLP frames, connections, idle time, HTTP).
+    pub ingest_limits: ingest::config::Limits,
 }
 
 impl Default for Services {
@@ -24,6 +26,7 @@ impl Default for Services {
         Services {
             projector_in_process: true,
             max_body_bytes: 64 * 1024 * 1024,
+            ingest_limits: ingest::config::Limits::default(),
         }
     }
 }
@@ -69,6 +72,7 @@ impl TestApp {
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
+            limits: services.ingest_limits.clone(),
         };
         stops.push(spawn(|stop| async move {
             ingest::run_with(config, listener, Some(mllp_listener), stop)

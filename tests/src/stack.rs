@@ -147,6 +147,15 @@ impl Stack {
         }
     }
 
+    /// The process id of `service` (one of `SERVICES`), e.g. to read its memory from `/proc`.
+    pub fn pid(&self, service: &str) -> u32 {
+        let i = SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .unwrap_or_else(|| panic!("no service {service}"));
+        self.procs[i].id()
+    }
+
     /// Kill the processes (their logs stay readable).
     pub fn stop(&mut self) {
         for p in &mut self.procs {

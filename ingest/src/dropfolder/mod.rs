@@ -4,7 +4,7 @@
 //! processed again from the top; re-published records are identical, so the views do not change.
 
 mod file;
-mod lines;
+pub mod lines;
 mod receipt;
 
 use std::path::{Path, PathBuf};

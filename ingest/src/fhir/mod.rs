@@ -1,6 +1,7 @@
 //! FHIR R4 input: parsing Bundles and NDJSON into entries, and normalizing each entry into a
 //! record with its patient's local identity.
 
+pub mod control;
 mod normalize;
 mod parse;
 

@@ -247,6 +247,16 @@ pub fn normalize_with(
                 continue;
             }
         };
+        let control = match &entry.full_url {
+            Some(url) if url.chars().any(super::control::forbidden) => Some("fullUrl".into()),
+            _ => super::control::find(&resource),
+        };
+        if let Some(path) = control {
+            out.rejections.push(reject(format!(
+                "{path} holds a control character (U+0000-U+001F other than tab, CR, LF): FHIR strings may not"
+            )));
+            continue;
+        }
         match identify(&resource, entry.full_url.as_deref(), ctx) {
             Ok((resource_type, resource_id)) => {
                 let local = format!("{resource_type}/{resource_id}");
@@ -500,6 +510,22 @@ mod tests {
         );
         assert_eq!(n.records[0].last_updated, Some(1_704_164_645_500_000));
         assert_eq!(n.rejections.len(), 1);
+    }
+
+    #[test]
+    fn control_characters_reject_the_entry_only() {
+        let n = normalize(
+            parse_ndjson(b"{\"resourceType\":\"Patient\",\"id\":\"p\",\"identifier\":[{\"system\":\"urn:oid:1.2.3\",\"value\":\"1\"}]}\n{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"a\\u0000b\"},\"subject\":{\"reference\":\"Patient/p\"}}\n{\"resourceType\":\"Organization\",\"id\":\"o\",\"name\":\"tab\\tok\"}")
+                .unwrap()
+                .entries,
+            &ctx(),
+        );
+        assert_eq!(n.records.len(), 2);
+        assert_eq!(n.rejections.len(), 1);
+        assert_eq!(n.rejections[0].index, 1);
+        assert!(n.rejections[0]
+            .error
+            .starts_with("Observation.code.text holds a control character"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod ack;
 mod datetime;
 mod encounter;
 mod merge;
-mod parse;
+pub mod parse;
 mod patient;
 mod report;
 
@@ -44,6 +44,10 @@ pub enum MapError {
     MergeOverMllpOnly,
     #[error("{0}")]
     Invalid(String),
+    #[error("segment {0}, field {1} holds a control character (NUL or another C0 but tab), which HL7 v2 and FHIR forbid")]
+    ControlCharacter(usize, usize),
+    #[error("{0}, decoded from an escape sequence, holds a control character (NUL or another C0 but tab, CR, LF), which FHIR forbids")]
+    DecodedControlCharacter(String),
 }
 
 impl MapError {
@@ -54,13 +58,18 @@ impl MapError {
             MapError::MessageType(_) => "200",
             MapError::MergeOverMllpOnly => "201",
             MapError::Invalid(_) => "101",
+            MapError::ControlCharacter(..) | MapError::DecodedControlCharacter(_) => "102",
         }
     }
 
-    /// AR for what this receiver does not take at all, AE for what is wrong in the content.
+    /// AR for what this receiver does not take at all (control characters included: API.md
+    /// says `AR` for a NUL), AE for what is wrong in the content.
     pub fn ack_code(&self) -> AckCode {
         match self {
-            MapError::Version | MapError::MessageType(_) => AckCode::Reject,
+            MapError::Version
+            | MapError::MessageType(_)
+            | MapError::ControlCharacter(..)
+            | MapError::DecodedControlCharacter(_) => AckCode::Reject,
             MapError::MergeOverMllpOnly | MapError::Invalid(_) => AckCode::Error,
         }
     }
@@ -108,6 +117,31 @@ pub struct Mapped {
 
 /// What a message stands for, or why it cannot be taken.
 pub fn map(msg: &Message, header: &Header, ctx: &SourceContext) -> Result<Mapped, MapError> {
+    if let Some((segment, field)) = msg.control_character() {
+        return Err(MapError::ControlCharacter(segment, field));
+    }
+    let mapped = map_checked(msg, header, ctx)?;
+    // `\X00\` and the like decode to what the raw text may not hold.
+    if let Some(path) = mapped
+        .records
+        .iter()
+        .find_map(|r| crate::fhir::control::find(&r.resource))
+    {
+        return Err(MapError::DecodedControlCharacter(path));
+    }
+    let identities = (mapped.records.iter().filter_map(|r| r.patient.as_ref()))
+        .chain(mapped.merges.iter().flat_map(|m| [&m.survivor, &m.prior]));
+    for identity in identities {
+        if identity.mrn.chars().any(crate::fhir::control::forbidden) {
+            return Err(MapError::DecodedControlCharacter(
+                "the patient identifier".into(),
+            ));
+        }
+    }
+    Ok(mapped)
+}
+
+fn map_checked(msg: &Message, header: &Header, ctx: &SourceContext) -> Result<Mapped, MapError> {
     header.check_version()?;
     if header.control_id.is_empty() {
         return Err(MapError::Invalid(

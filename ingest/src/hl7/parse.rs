@@ -5,12 +5,27 @@
 
 use std::borrow::Cow;
 
+/// Caps on what a message may hold, so a hostile message costs bounded memory and time: a
+/// segment is a slice of the text (fields are split on access), so only segments are stored.
+/// Generous for real feeds (an ORU with a document split over thousands of OBX lines).
+pub const MAX_SEGMENTS: usize = 100_000;
+/// Fields in one segment (PV1, the widest standard segment, has 52).
+pub const MAX_FIELDS: usize = 1_000;
+/// Repetitions of one field (PID-3 identifier lists are the longest seen, tens).
+pub const MAX_REPETITIONS: usize = 1_000;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
     #[error("message does not start with an MSH segment")]
     NoMsh,
     #[error("MSH-1/MSH-2 do not declare distinct separator characters")]
     Separators,
+    #[error("message has more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+    #[error("segment {0} has more than {MAX_FIELDS} fields")]
+    TooManyFields(usize),
+    #[error("segment {0}, field {1} has more than {MAX_REPETITIONS} repetitions")]
+    TooManyRepetitions(usize, usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +59,13 @@ pub struct Message<'a> {
 #[derive(Debug)]
 pub struct Segment<'a> {
     pub name: &'a str,
-    /// Fields numbered as in the standard: `fields[0]` is the segment name, so `field(n)` is
-    /// `fields[n]`; for MSH, `fields[1]` is the field separator itself.
-    fields: Vec<&'a str>,
+    /// The segment's text, name included; fields are numbered as in the standard: field 0 is
+    /// the name, and for MSH (FHS, BHS) field 1 is the field separator itself.
+    line: &'a str,
+    /// The field separator.
+    field: char,
+    /// MSH, FHS, BHS: field 1 is the separator, not split off the text.
+    header: bool,
 }
 
 impl<'a> Message<'a> {
@@ -85,23 +104,54 @@ impl<'a> Message<'a> {
             return Err(ParseError::Separators);
         }
 
-        let segments = text
-            .split(['\r', '\n'])
-            .filter(|s| !s.trim().is_empty())
-            .map(|line| {
-                let mut fields: Vec<&str> = line.split(field).collect();
-                let name = fields[0];
-                if name == "MSH" || name == "FHS" || name == "BHS" {
-                    // MSH-1 is the separator itself; what follows the name is MSH-2.
-                    let sep = line.get(3..3 + field.len_utf8()).unwrap_or("");
-                    fields.insert(1, sep);
+        let mut segments = Vec::new();
+        for line in text.split(['\r', '\n']).filter(|s| !s.trim().is_empty()) {
+            if segments.len() == MAX_SEGMENTS {
+                return Err(ParseError::TooManySegments);
+            }
+            let name = line.split(field).next().unwrap_or("");
+            let number = segments.len() + 1;
+            let mut fields = 0;
+            for raw in line.split(field) {
+                fields += 1;
+                if fields > MAX_FIELDS + 1 {
+                    return Err(ParseError::TooManyFields(number));
                 }
-                Segment { name, fields }
-            })
-            .collect();
+                if raw
+                    .matches(separators.repetition)
+                    .nth(MAX_REPETITIONS - 1)
+                    .is_some()
+                {
+                    return Err(ParseError::TooManyRepetitions(number, fields - 1));
+                }
+            }
+            segments.push(Segment {
+                name,
+                line,
+                field,
+                header: name == "MSH" || name == "FHS" || name == "BHS",
+            });
+        }
         Ok(Message {
             separators,
             segments,
+        })
+    }
+
+    /// Where the first control character a value may not hold is (HL7 v2 and FHIR forbid NUL
+    /// and the other C0 controls but tab; CR and LF end segments): `(segment, field)`, 1-based.
+    pub fn control_character(&self) -> Option<(usize, usize)> {
+        use crate::fhir::control::forbidden;
+        self.segments.iter().enumerate().find_map(|(i, seg)| {
+            if !seg.line.chars().any(forbidden) {
+                return None;
+            }
+            let n = seg
+                .line
+                .split(seg.field)
+                .position(|f| f.chars().any(forbidden))
+                .unwrap_or(0);
+            Some((i + 1, if seg.header && n > 0 { n + 1 } else { n }))
         })
     }
 
@@ -130,9 +180,14 @@ impl<'a> Message<'a> {
 impl<'a> Segment<'a> {
     /// Field `n` (1-based, as in the standard), all repetitions; empty when absent.
     pub fn field(&self, n: usize) -> Field<'a> {
-        Field {
-            raw: self.fields.get(n).copied().unwrap_or(""),
-        }
+        let raw = match (self.header, n) {
+            // MSH-1 is the separator itself; what follows the name is MSH-2.
+            (true, 1) => self.line.get(3..3 + self.field.len_utf8()).unwrap_or(""),
+            (true, 0) => self.name,
+            (true, n) => self.line.split(self.field).nth(n - 1).unwrap_or(""),
+            (false, n) => self.line.split(self.field).nth(n).unwrap_or(""),
+        };
+        Field { raw }
     }
 }
 
@@ -248,7 +303,8 @@ pub fn escape(value: &str, sep: &Separators) -> String {
             c if c == sep.component => out.extend([esc, 'S', esc]),
             c if c == sep.subcomponent => out.extend([esc, 'T', esc]),
             c if c == sep.repetition => out.extend([esc, 'R', esc]),
-            '\r' | '\n' => out.push(' '),
+            // CR/LF would end the segment, 0x1C the MLLP frame; no control goes back out.
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -312,6 +368,35 @@ mod tests {
             Message::parse("MSHA^~\\&").unwrap_err(),
             ParseError::Separators
         );
+    }
+
+    #[test]
+    fn caps_and_control_characters() {
+        let many = format!("MSH|^~\\&|A\r{}", "NTE|1\r".repeat(MAX_SEGMENTS));
+        assert_eq!(
+            Message::parse(&many).unwrap_err(),
+            ParseError::TooManySegments
+        );
+        let wide = format!("MSH|^~\\&|A\rPID{}", "|".repeat(MAX_FIELDS + 1));
+        assert_eq!(
+            Message::parse(&wide).unwrap_err(),
+            ParseError::TooManyFields(2)
+        );
+        let ok = format!("MSH|^~\\&|A\rPID{}", "|".repeat(MAX_FIELDS));
+        assert!(Message::parse(&ok).is_ok());
+        let reps = format!("MSH|^~\\&|A\rPID|1|{}", "~".repeat(MAX_REPETITIONS));
+        assert_eq!(
+            Message::parse(&reps).unwrap_err(),
+            ParseError::TooManyRepetitions(2, 2)
+        );
+
+        let m = Message::parse("MSH|^~\\&|A|B\tC\rOBX|1|ST|x||va\0lue\r").unwrap();
+        assert_eq!(m.control_character(), Some((2, 5)));
+        let m = Message::parse("MSH|^~\\&|A|B\u{1}\rOBX|1\r").unwrap();
+        assert_eq!(m.control_character(), Some((1, 4)));
+        let m = Message::parse("MSH|^~\\&|A|B\tC\rOBX|1\r").unwrap();
+        assert_eq!(m.control_character(), None);
+        assert_eq!(escape("a\0b\u{1c}\r", &Separators::default()), "a b  ");
     }
 
     #[test]

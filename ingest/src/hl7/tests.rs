@@ -318,3 +318,44 @@ fn random_messages_never_panic() {
         }
     }
 }
+
+#[test]
+fn control_characters_are_refused_with_ar_naming_the_position() {
+    let ctx = SourceContext {
+        source_id: "MERCY-GENERAL".into(),
+        assigning_authority: MERCY.into(),
+    };
+    let refused = |text: &str| {
+        let msg = Message::parse(text).unwrap();
+        let header = Header::read(&msg).unwrap();
+        super::map(&msg, &header, &ctx).unwrap_err()
+    };
+    let oru = fixture("mercy_oru_r01.hl7");
+    // A raw NUL in OBX-5, as the sender did.
+    let err = refused(&oru.replace("||182|", "||18\u{0}2|"));
+    assert_eq!(err, MapError::ControlCharacter(5, 5));
+    assert_eq!((err.ack_code(), err.hl7_code()), (AckCode::Reject, "102"));
+    assert!(!err.to_string().contains("182"));
+    // Another C0 control; tab is allowed.
+    assert!(matches!(
+        refused(&oru.replace("Yellow^L", "Yel\u{1b}low^L")),
+        MapError::ControlCharacter(..)
+    ));
+    assert!(to_records(
+        &Message::parse(&oru.replace("Yellow^L", "Yel\tlow^L")).unwrap(),
+        &Header::read(&Message::parse(&oru).unwrap()).unwrap(),
+        &ctx
+    )
+    .is_ok());
+    // A NUL smuggled in as an escape sequence, in a value and in the MRN.
+    let err = refused(&oru.replace("||182|", "||18\\X00\\2|"));
+    assert!(
+        matches!(&err, MapError::DecodedControlCharacter(p) if p.starts_with("Observation.")),
+        "{err:?}"
+    );
+    assert_eq!(err.ack_code(), AckCode::Reject);
+    assert!(matches!(
+        refused(&oru.replace("MG12345^^^MERCY", "MG\\X01\\12345^^^MERCY")),
+        MapError::DecodedControlCharacter(_)
+    ));
+}

@@ -1,13 +1,13 @@
 //! `POST /v1/sources/{source_id}/fhir`: Bundles and NDJSON from a source.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use schemas::{now_micros, topics, SourceRegistered};
 use serde_json::{json, Value};
 
+use super::ndjson::{Ndjson, Refused};
 use super::{ApiError, AppState};
 use crate::fhir::{self, BundleKind, SourceContext};
 use crate::intake::{self, Provenance};
@@ -15,19 +15,23 @@ use crate::intake::{self, Provenance};
 pub async fn post_fhir(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let source = authenticate_source(&state, &source_id, &headers)?;
+    let headers = request.headers();
+    let source = authenticate_source(&state, &source_id, headers)?;
     let received_at = now_micros();
-    let media = media_type(&headers);
+    let media = media_type(headers);
     let channel = match media.as_deref() {
         Some("application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") => {
             "fhir_ndjson"
         }
         _ => "fhir_bundle",
     };
-    let body = match body {
+    if channel == "fhir_ndjson" {
+        return post_ndjson(&state, &source, received_at, request).await;
+    }
+    // A Bundle is one JSON document: read whole, within the body limit.
+    let body = match Bytes::from_request(request, &state).await {
         Ok(body) => body,
         Err(rejection) => {
             let refused = ApiError::from_body(rejection, state.config.max_body_bytes);
@@ -38,9 +42,6 @@ pub async fn post_fhir(
     };
     let parsed = match media.as_deref() {
         Some("application/fhir+json" | "application/json") | None => fhir::parse_bundle(&body),
-        Some("application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson") => {
-            fhir::parse_ndjson(&body)
-        }
         Some(other) => {
             let refused = ApiError::UnsupportedMediaType(format!(
                 "content type {other} is not accepted: send application/fhir+json or application/fhir+ndjson"
@@ -105,6 +106,41 @@ pub async fn post_fhir(
     ))
 }
 
+/// NDJSON, streamed in chunks (`ndjson.rs`). A declared length over the limit is refused before
+/// anything is read; a body without one that passes the limit is refused there (413), the lines
+/// before it having been published.
+async fn post_ndjson(
+    state: &AppState,
+    source: &SourceRegistered,
+    received_at: i64,
+    request: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let channel = "fhir_ndjson";
+    let limit = state.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let refused = if declared.is_some_and(|n| n > limit as u64) {
+        ApiError::TooLarge(limit)
+    } else {
+        let ndjson = Ndjson {
+            state,
+            source,
+            channel,
+            received_at,
+        };
+        match ndjson.ingest(request.into_body()).await {
+            Ok(answer) => return Ok(answer),
+            Err(Refused::Api(e)) => return Err(e),
+            Err(Refused::TooLarge) => ApiError::TooLarge(limit),
+            Err(Refused::Unreadable(e)) => ApiError::BadRequest("unreadable_body", e),
+        }
+    };
+    Err(dead_letter_body(state, source, channel, received_at, refused, b"").await)
+}
+
 /// A body refused as a whole (unreadable, malformed, too large, of an unknown type) from an
 /// authenticated source is dead-lettered with what was read of it, so it can be found and
 /// re-submitted after a fix. If even the dead letter cannot be made durable, the source is told
@@ -123,7 +159,7 @@ async fn dead_letter_body(
         &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
         None,
         &refused.to_string(),
-        raw,
+        &String::from_utf8_lossy(raw),
         received_at,
     );
     match state

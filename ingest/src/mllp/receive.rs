@@ -13,7 +13,7 @@ pub const CHANNEL: &str = "hl7v2_mllp";
 pub struct Receiver {
     pub publisher: Publisher,
     pub registry: Registry,
-    pub max_message_bytes: usize,
+    pub limits: crate::limits::Limits,
 }
 
 impl Receiver {
@@ -124,6 +124,36 @@ impl Receiver {
         }
     }
 
+    /// The `AR` for a frame over `INGEST_MLLP_MAX_FRAME_BYTES`, addressed from its first bytes
+    /// when they hold a readable MSH; dead-lettered without its content (like an HTTP 413).
+    pub async fn refuse_oversized(&self, head: &[u8]) -> String {
+        let received_at = now_micros();
+        let text = decode(head);
+        // Only whole segments: the last one may be cut.
+        let whole = text.rfind(['\r', '\n']).map_or("", |end| &text[..end]);
+        let msg = Message::parse(whole).ok();
+        let header = msg.as_ref().and_then(|m| Header::read(m).ok());
+        let source = header
+            .as_ref()
+            .filter(|_| self.registry.is_caught_up())
+            .and_then(|h| self.registry.get(&h.source_id));
+        let reason = format!(
+            "the MLLP frame exceeds the limit of {} bytes (INGEST_MLLP_MAX_FRAME_BYTES)",
+            self.limits.mllp_max_frame_bytes
+        );
+        self.reject(
+            msg.as_ref(),
+            source.as_ref().map(|s| s.source_id.as_str()),
+            header.as_ref().map_or("", |h| h.control_id.as_str()),
+            AckCode::Reject,
+            "100",
+            &reason,
+            "",
+            received_at,
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn reject(
         &self,
@@ -162,7 +192,7 @@ impl Receiver {
 }
 
 /// UTF-8 when it is; otherwise each byte as its Latin-1 character (the usual 8-bit HL7 charset).
-fn decode(bytes: &[u8]) -> String {
+pub fn decode(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => bytes.iter().map(|b| *b as char).collect(),

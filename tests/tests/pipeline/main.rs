@@ -7,6 +7,7 @@ mod dead_letters;
 mod drop_folder;
 mod fhir_api;
 mod hl7_mllp;
+mod hostile_input;
 mod large_records;
 mod merge;
 mod observability;
