@@ -159,7 +159,7 @@ async fn dead_letter_body(
         &format!("urn:uuid:{}", uuid::Uuid::new_v4()),
         None,
         &refused.to_string(),
-        &String::from_utf8_lossy(raw),
+        raw,
         received_at,
     );
     match state

@@ -148,7 +148,7 @@ impl Receiver {
             AckCode::Reject,
             "100",
             &reason,
-            "",
+            b"",
             received_at,
         )
         .await
