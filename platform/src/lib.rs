@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod http;
 pub mod kafka;
+pub mod mllp;
 pub mod secret;
 pub mod telemetry;
 

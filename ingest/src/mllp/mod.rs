@@ -1,7 +1,7 @@
 //! HL7 v2 over MLLP (API.md, port 2575): many connections, many messages per connection, each
 //! answered in order with an ACK that is `AA` only once the broker acknowledged its records.
 
-pub mod frame;
+pub use platform::mllp as frame;
 mod receive;
 
 use std::sync::Arc;
