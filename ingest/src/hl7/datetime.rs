@@ -45,8 +45,9 @@ pub fn parse(raw: &str) -> Option<Timestamp> {
     let offset = match offset {
         Some(o) if o.len() == 5 => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            let h: i8 = o[1..3].parse().ok()?;
-            let m: i8 = o[3..5].parse().ok()?;
+            // `get`, not indexing: five bytes may end inside a multi-byte character (fuzzing).
+            let h: i8 = o.get(1..3)?.parse().ok()?;
+            let m: i8 = o.get(3..5)?.parse().ok()?;
             UtcOffset::from_hms(sign * h, sign * m, 0).ok()?
         }
         Some(_) => return None,
@@ -137,6 +138,8 @@ mod tests {
             "2024030",
             "20240301101500+05",
             "20240230",
+            // Found by fuzzing: an offset of five bytes that ends inside a character.
+            "20240310143000+0\u{82}0",
         ] {
             assert!(parse(bad).is_none(), "{bad}");
         }
