@@ -54,7 +54,18 @@ pub fn parse_bundle(body: &[u8]) -> Result<Parsed, ParseError> {
         Some(other) => return Err(ParseError::BundleType(other.to_string())),
         None => return Err(ParseError::BundleType(String::new())),
     };
-    let message_id = bundle.get("id").and_then(Value::as_str).map(str::to_string);
+    // Provenance only: an id FHIR would not allow (control characters included) is not kept.
+    let message_id = bundle
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .map(str::to_string);
     let entries = match bundle.get_mut("entry").map(Value::take) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items,
@@ -150,6 +161,19 @@ mod tests {
         assert_eq!(p.entries.len(), 2);
         assert!(p.entries[0].resource.is_ok());
         assert!(p.entries[1].resource.is_err());
+    }
+
+    #[test]
+    fn a_bundle_id_fhir_forbids_is_not_kept() {
+        let id = |body: &[u8]| parse_bundle(body).unwrap().message_id;
+        assert_eq!(
+            id(br#"{"resourceType":"Bundle","type":"batch","id":"b-1.2"}"#).as_deref(),
+            Some("b-1.2")
+        );
+        assert_eq!(
+            id(br#"{"resourceType":"Bundle","type":"batch","id":"b\u00001"}"#),
+            None
+        );
     }
 
     #[test]

@@ -88,7 +88,12 @@ impl Header {
             .to_string();
         Ok(Header {
             source_id: msg.value(msh.field(4).component(1, sep)).trim().to_string(),
-            control_id: msg.value(msh.field(10).raw()).trim().to_string(),
+            // Kept as provenance (and in dead letters): a control character in it would be
+            // refused downstream, so it is replaced here; the raw bytes keep the original.
+            control_id: msg
+                .value(msh.field(10).raw())
+                .trim()
+                .replace(crate::fhir::control::forbidden, "\u{fffd}"),
             code,
             trigger,
             version,

@@ -358,4 +358,8 @@ fn control_characters_are_refused_with_ar_naming_the_position() {
         refused(&oru.replace("MG12345^^^MERCY", "MG\\X01\\12345^^^MERCY")),
         MapError::DecodedControlCharacter(_)
     ));
+    // MSH-10 is provenance (dead letters too): no control character survives in it.
+    let text = oru.replace("|MG0003|", "|MG\u{0}0003|");
+    let msg = Message::parse(&text).unwrap();
+    assert_eq!(Header::read(&msg).unwrap().control_id, "MG\u{fffd}0003");
 }
