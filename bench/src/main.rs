@@ -187,7 +187,7 @@ async fn run_all(sizes: &Sizes) -> Result<Report> {
     let reader_account = http
         .put(format!("{}/v1/users/bench-{}", services.query.base_url(), load::READER_ORG))
         .bearer_auth(&admin)
-        .json(&serde_json::json!({"email": "bench@reader.example", "organization_id": load::READER_ORG, "roles": ["physician"]}))
+        .json(&serde_json::json!({"email": format!("bench@{}.example", load::READER_ORG), "organization_id": load::READER_ORG, "roles": ["physician"]}))
         .send()
         .await?;
     anyhow::ensure!(

@@ -622,7 +622,9 @@ fn print_summary(
         by_label('D'),
         by_label('E'),
     );
-    let family = demo_data::person('A').family;
+    // A search must name someone: a family name with a given name (or birth date).
+    let searched = demo_data::person('A');
+    let (family, given) = (url_encode(searched.family), url_encode(searched.given));
 
     println!("\nDemo patients (synthetic):");
     for (p, f) in people {
@@ -655,7 +657,7 @@ fn print_summary(
         (
             "demographic search, allowed without consent",
             "TOKEN",
-            format!("/v1/patients?family={family}"),
+            format!("/v1/patients?family={family}&given={given}"),
         ),
         (
             "records of a patient who granted consent to org-mercy",

@@ -24,6 +24,9 @@ pub struct Config {
     pub drop_dir: Option<PathBuf>,
     /// A user id whose admin tokens are honoured without an account (`HIE_BOOTSTRAP_ADMIN`).
     pub bootstrap_admin: Option<String>,
+    /// The HIE operator's organization (`HIE_OPERATOR_ORG`, default `hie`): only its admins (and
+    /// the bootstrap admin) register sources or record consent for another organization.
+    pub operator_org: String,
     /// Bounds on what a sender controls: MLLP frames, connections and idle time, HTTP time.
     pub limits: Limits,
 }
@@ -50,6 +53,7 @@ impl Config {
             },
             drop_dir: drop_dir(),
             bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
+            operator_org: env_or("HIE_OPERATOR_ORG", "hie").trim().to_string(),
             limits: Limits::from_env()?,
         })
     }

@@ -82,7 +82,10 @@ pub async fn run_with(
         };
         workers.push(tokio::spawn(drop_folder.watch(stopping.clone())));
     }
-    let accounts = platform::accounts::Accounts::new(config.bootstrap_admin.clone());
+    let accounts = platform::accounts::Accounts::new(
+        config.bootstrap_admin.clone(),
+        config.operator_org.clone(),
+    );
     let accounts_follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
     let state = http::AppState {
         accounts,

@@ -66,14 +66,26 @@ pub fn new_api_key() -> String {
     )
 }
 
-/// Replay the sources topic from the beginning, then follow it. Runs until the process stops.
+/// Replay the sources topic from the beginning (aside, swapped in whole), then follow it. Runs
+/// until the process stops.
 pub async fn follow(registry: Registry, brokers: String) {
-    let caught_up = registry.caught_up.clone();
-    platform::kafka::follow(
-        brokers,
-        &topics::SOURCES,
-        caught_up,
-        move |event, _offset| registry.apply(event),
-    )
-    .await
+    platform::kafka::follow(brokers, &topics::SOURCES, registry).await
+}
+
+impl platform::kafka::Replica for Registry {
+    type Event = SourceRegistered;
+    type State = HashMap<String, SourceRegistered>;
+
+    fn apply_to(state: &mut Self::State, event: SourceRegistered, _offset: i64) {
+        state.insert(event.source_id.clone(), event);
+    }
+
+    fn install(&self, state: Self::State) {
+        *self.inner.write().expect("registry lock") = state;
+        self.caught_up.store(true, Ordering::Release);
+    }
+
+    fn apply(&self, event: SourceRegistered, _offset: i64) {
+        Registry::apply(self, event);
+    }
 }

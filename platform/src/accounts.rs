@@ -1,6 +1,7 @@
 //! User accounts as a service sees them: every `AccountRecorded` event, replayed at start and
-//! followed after (`follow`). A token is honoured only for an active account whose organization and
-//! roles match it, so disabling an account stops its tokens at once.
+//! followed after (`follow`). A token is honoured only for an active account whose organization,
+//! roles and email match it, so disabling an account stops its tokens at once. Who manages whom
+//! (`manages`): an admin their own organization, the HIE operator's admins every organization.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -15,6 +16,8 @@ use crate::auth::{Role, User};
 #[derive(Clone, Default)]
 pub struct Accounts {
     by_id: Arc<RwLock<HashMap<String, AccountRecorded>>>,
+    /// The HIE operator's organization (`HIE_OPERATOR_ORG`): its admins manage every organization.
+    operator_org: String,
     caught_up: Arc<AtomicBool>,
     /// The next offset of the (single-partition) accounts topic this registry has not applied.
     applied_up_to: Arc<AtomicI64>,
@@ -35,14 +38,17 @@ pub enum AccountError {
 }
 
 impl Accounts {
-    pub fn new(bootstrap_admin: Option<String>) -> Self {
+    /// `bootstrap_admin`: `HIE_BOOTSTRAP_ADMIN`; `operator_org`: `HIE_OPERATOR_ORG`.
+    pub fn new(bootstrap_admin: Option<String>, operator_org: String) -> Self {
         Accounts {
             bootstrap_admin,
+            operator_org,
             ..Default::default()
         }
     }
 
-    /// Replay and follow `hie.accounts` into this registry; runs until the process stops.
+    /// Replay and follow `hie.accounts` into this registry; runs until the process stops. A
+    /// replay (at start, or after the follower reconnects) is built aside and swapped in whole.
     pub async fn follow(self, brokers: String) {
         match crate::kafka::client_config(&brokers).create::<BaseConsumer>() {
             Ok(client) => {
@@ -50,52 +56,51 @@ impl Accounts {
             }
             Err(e) => tracing::warn!(error = %e, "no client for the accounts topic's end offset"),
         }
-        let (caught_up, registry) = (self.caught_up.clone(), self.clone());
-        crate::kafka::follow(
-            brokers,
-            &topics::ACCOUNTS,
-            caught_up,
-            move |event, offset| {
-                registry.apply(event);
-                registry
-                    .applied_up_to
-                    .fetch_max(offset + 1, Ordering::AcqRel);
-            },
-        )
-        .await
+        crate::kafka::follow(brokers, &topics::ACCOUNTS, self).await
     }
 
     /// `admit`, once this registry has applied everything the topic held at the time of asking
     /// (waiting at most `patience`): an account created or disabled a moment ago through another
-    /// service or instance counts at once. If the broker cannot say where the topic ends, what the
-    /// registry holds decides.
+    /// service or instance counts at once. A registry that does not get there in time refuses
+    /// (`Loading`) rather than answer from what may be an account's state before it was
+    /// disabled. If the broker cannot say where the topic ends, what the registry holds decides.
     pub async fn admit_current(&self, user: &User, patience: Duration) -> Result<(), AccountError> {
         if self.is_bootstrap(user) || !self.is_caught_up() {
             return self.admit(user);
         }
         let end = self.end_of_topic().await;
         let deadline = tokio::time::Instant::now() + patience;
-        while end.is_some_and(|end| self.applied_up_to.load(Ordering::Acquire) < end)
-            && tokio::time::Instant::now() < deadline
-        {
+        while end.is_some_and(|end| self.applied_up_to.load(Ordering::Acquire) < end) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AccountError::Loading);
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.admit(user)
+    }
+
+    /// Whether `user` acts for the HIE operator: an admin of `HIE_OPERATOR_ORG`, or the bootstrap
+    /// admin whatever organization its token names. Only they register sources and manage other
+    /// organizations.
+    pub fn is_operator(&self, user: &User) -> bool {
+        self.is_bootstrap(user)
+            || (user.has(Role::Admin)
+                && !self.operator_org.is_empty()
+                && user.org == self.operator_org)
+    }
+
+    /// Whether `user` administers `organization`: their own, or any for the operator's admins.
+    pub fn manages(&self, user: &User, organization: &str) -> bool {
+        user.has(Role::Admin) && (user.org == organization || self.is_operator(user))
     }
 
     pub fn is_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Apply an event in log order. An email already held by another account (compared
-    /// case-insensitively) is refused here too, so every reader of the log agrees on the winner.
+    /// Apply an event in log order (first email wins, see `record`).
     pub fn apply(&self, event: AccountRecorded) {
-        let mut map = self.by_id.write().expect("accounts lock");
-        if holder(&map, &event.email).is_some_and(|id| id != event.user_id) {
-            tracing::warn!(user = %event.user_id, "account event refused: email already in use");
-            return;
-        }
-        map.insert(event.user_id.clone(), event);
+        record(&mut self.by_id.write().expect("accounts lock"), event);
     }
 
     /// The user id holding `email`, if any.
@@ -160,12 +165,57 @@ impl Accounts {
             .roles
             .iter()
             .all(|r| account.roles.iter().any(|a| a == r.as_str()));
-        if account.active && account.organization_id == user.org && roles_held {
+        // The email too: a token minted for an address the account no longer has is not its own.
+        if account.active
+            && account.organization_id == user.org
+            && roles_held
+            && account.email.eq_ignore_ascii_case(user.email.trim())
+        {
             Ok(())
         } else {
             Err(AccountError::NotHonoured)
         }
     }
+}
+
+/// The registry's state as replayed from the log: built aside on a replay, then swapped in.
+#[derive(Default)]
+pub struct Replayed {
+    by_id: HashMap<String, AccountRecorded>,
+    /// The next offset not applied.
+    next_offset: i64,
+}
+
+impl crate::kafka::Replica for Accounts {
+    type Event = AccountRecorded;
+    type State = Replayed;
+
+    fn apply_to(state: &mut Replayed, event: AccountRecorded, offset: i64) {
+        record(&mut state.by_id, event);
+        state.next_offset = state.next_offset.max(offset + 1);
+    }
+
+    fn install(&self, state: Replayed) {
+        *self.by_id.write().expect("accounts lock") = state.by_id;
+        self.applied_up_to
+            .store(state.next_offset, Ordering::Release);
+        self.caught_up.store(true, Ordering::Release);
+    }
+
+    fn apply(&self, event: AccountRecorded, offset: i64) {
+        Accounts::apply(self, event);
+        self.applied_up_to.fetch_max(offset + 1, Ordering::AcqRel);
+    }
+}
+
+/// Apply an event in log order. An email already held by another account (compared
+/// case-insensitively) is refused here too, so every reader of the log agrees on the winner.
+fn record(map: &mut HashMap<String, AccountRecorded>, event: AccountRecorded) {
+    if holder(map, &event.email).is_some_and(|id| id != event.user_id) {
+        tracing::warn!(user = %event.user_id, "account event refused: email already in use");
+        return;
+    }
+    map.insert(event.user_id.clone(), event);
 }
 
 fn holder(map: &HashMap<String, AccountRecorded>, email: &str) -> Option<String> {
@@ -219,15 +269,79 @@ mod tests {
     fn user(id: &str, org: &str, roles: &[Role]) -> User {
         User {
             id: id.into(),
-            email: "x".into(),
+            email: "dr.who@example.org".into(),
             org: org.into(),
             roles: roles.to_vec(),
         }
     }
 
     #[test]
+    fn a_token_is_honoured_only_with_the_accounts_email() {
+        let a = Accounts::new(None, "hie".into());
+        a.caught_up.store(true, Ordering::Release);
+        a.apply(account(
+            "u1",
+            "Dr.Who@Example.org",
+            "org-1",
+            &["nurse"],
+            true,
+        ));
+        let mut u = user("u1", "org-1", &[Role::Nurse]);
+        assert_eq!(a.admit(&u), Ok(()));
+        u.email = "someone.else@example.org".into();
+        assert_eq!(a.admit(&u), Err(AccountError::NotHonoured));
+    }
+
+    #[test]
+    fn an_admin_manages_their_own_organization_and_the_operators_every_one() {
+        let a = Accounts::new(Some("boot".into()), "hie".into());
+        let org_admin = user("a1", "org-1", &[Role::Admin]);
+        assert!(a.manages(&org_admin, "org-1"));
+        assert!(!a.manages(&org_admin, "org-2"));
+        assert!(!a.manages(&org_admin, "hie"));
+        assert!(!a.is_operator(&org_admin));
+        let nurse = user("n1", "org-1", &[Role::Nurse]);
+        assert!(!a.manages(&nurse, "org-1"));
+        let hie_admin = user("h1", "hie", &[Role::Admin]);
+        assert!(a.is_operator(&hie_admin) && a.manages(&hie_admin, "org-2"));
+        let hie_nurse = user("h2", "hie", &[Role::Nurse]);
+        assert!(!a.is_operator(&hie_nurse) && !a.manages(&hie_nurse, "org-2"));
+        // The bootstrap admin acts for the operator whatever organization its token names.
+        let boot = user("boot", "org-9", &[Role::Admin]);
+        assert!(a.is_operator(&boot) && a.manages(&boot, "org-2"));
+        // No operator organization configured: no organization's admins manage others.
+        let none = Accounts::new(None, String::new());
+        assert!(!none.is_operator(&user("x", "", &[Role::Admin])));
+    }
+
+    #[test]
+    fn a_replay_is_built_aside_so_a_disabled_account_never_comes_back() {
+        use crate::kafka::Replica;
+        let a = Accounts::new(None, "hie".into());
+        let log = [
+            account("u1", "dr.who@example.org", "org-1", &["nurse"], true),
+            account("u1", "dr.who@example.org", "org-1", &["nurse"], false),
+        ];
+        let mut first = Replayed::default();
+        for (offset, e) in log.iter().enumerate() {
+            Accounts::apply_to(&mut first, e.clone(), offset as i64);
+        }
+        a.install(first);
+        let u1 = user("u1", "org-1", &[Role::Nurse]);
+        assert_eq!(a.admit(&u1), Err(AccountError::NotHonoured));
+        // The follower reconnects and replays: half-way, the served registry is unchanged.
+        let mut again = Replayed::default();
+        Accounts::apply_to(&mut again, log[0].clone(), 0);
+        assert_eq!(a.admit(&u1), Err(AccountError::NotHonoured));
+        Accounts::apply_to(&mut again, log[1].clone(), 1);
+        a.install(again);
+        assert_eq!(a.admit(&u1), Err(AccountError::NotHonoured));
+        assert_eq!(a.applied_up_to.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
     fn tokens_are_honoured_only_for_matching_active_accounts() {
-        let a = Accounts::new(Some("boot".into()));
+        let a = Accounts::new(Some("boot".into()), "hie".into());
         a.caught_up.store(true, Ordering::Release);
         a.apply(account(
             "u1",

@@ -89,46 +89,103 @@ impl FromStr for Role {
     }
 }
 
-/// How user tokens are verified: a shared secret in development (`HIE_JWT_SECRET`, HS256), a
-/// public key in production (`HIE_JWT_PUBLIC_KEY_FILE`, RS256; it wins when both are set).
+/// How user tokens are verified: a shared secret in development (`HIE_JWT_SECRET`, HS256, at least
+/// 32 bytes), a public key in production (`HIE_JWT_PUBLIC_KEY_FILE`, RS256; it wins when both are
+/// set), where the issuer and audience (`HIE_JWT_ISSUER`, `HIE_JWT_AUDIENCE`) must be configured and
+/// every token must carry them: a key shared by several relying parties cannot be replayed here.
 #[derive(Debug, Clone)]
 pub enum JwtKey {
     Hs256(crate::Secret<String>),
-    Rs256PublicKeyPem(String),
+    Rs256 {
+        public_key_pem: String,
+        issuer: String,
+        audience: String,
+    },
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Shorter HS256 secrets can be brute-forced from one token (RFC 7518 §3.2: at least the hash's
+/// size, 256 bits).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtKeyError {
     #[error("set HIE_JWT_SECRET (HS256) or HIE_JWT_PUBLIC_KEY_FILE (RS256)")]
     NotSet,
     #[error("HIE_JWT_PUBLIC_KEY_FILE: {0}")]
     Unreadable(String),
+    #[error("HIE_JWT_SECRET is {0} bytes; HS256 needs at least 32 (e.g. `openssl rand -hex 32`)")]
+    WeakSecret(usize),
+    #[error("RS256 (HIE_JWT_PUBLIC_KEY_FILE) needs HIE_JWT_ISSUER and HIE_JWT_AUDIENCE")]
+    NoIssuerOrAudience,
 }
 
 impl JwtKey {
     pub fn from_env() -> Result<JwtKey, JwtKeyError> {
-        let set = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        let set = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
         match (set("HIE_JWT_PUBLIC_KEY_FILE"), set("HIE_JWT_SECRET")) {
-            (Some(path), _) => std::fs::read_to_string(&path)
-                .map(JwtKey::Rs256PublicKeyPem)
-                .map_err(|e| JwtKeyError::Unreadable(e.to_string())),
-            (None, Some(secret)) => Ok(JwtKey::Hs256(crate::Secret::new(secret))),
+            (Some(path), _) => {
+                let (Some(issuer), Some(audience)) =
+                    (set("HIE_JWT_ISSUER"), set("HIE_JWT_AUDIENCE"))
+                else {
+                    return Err(JwtKeyError::NoIssuerOrAudience);
+                };
+                let public_key_pem = std::fs::read_to_string(&path)
+                    .map_err(|e| JwtKeyError::Unreadable(e.to_string()))?;
+                Ok(JwtKey::Rs256 {
+                    public_key_pem,
+                    issuer,
+                    audience,
+                })
+            }
+            (None, Some(secret)) => {
+                let key = JwtKey::Hs256(crate::Secret::new(secret));
+                key.check()?;
+                Ok(key)
+            }
             (None, None) => Err(JwtKeyError::NotSet),
         }
     }
 
-    pub fn verifier(&self) -> Result<Verifier, AuthError> {
+    /// Whether this key may be used at all (also for keys built in code, not from the environment).
+    pub fn check(&self) -> Result<(), JwtKeyError> {
         match self {
-            JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.expose().as_bytes())),
-            JwtKey::Rs256PublicKeyPem(pem) => Verifier::rs256_pem(pem.as_bytes()),
+            JwtKey::Hs256(secret) if secret.expose().len() < MIN_HS256_SECRET_BYTES => {
+                Err(JwtKeyError::WeakSecret(secret.expose().len()))
+            }
+            JwtKey::Rs256 {
+                issuer, audience, ..
+            } if issuer.trim().is_empty() || audience.trim().is_empty() => {
+                Err(JwtKeyError::NoIssuerOrAudience)
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Which kind, for printed configurations.
-    pub fn describe(&self) -> &'static str {
+    /// The verifier of this key; refuses a key that `check` refuses, so a service cannot start
+    /// with one.
+    pub fn verifier(&self) -> Result<Verifier, AuthError> {
+        self.check().map_err(|e| AuthError::BadKey(e.to_string()))?;
         match self {
-            JwtKey::Hs256(_) => "HS256 (HIE_JWT_SECRET)",
-            JwtKey::Rs256PublicKeyPem(_) => "RS256 (HIE_JWT_PUBLIC_KEY_FILE)",
+            JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.expose().as_bytes())),
+            JwtKey::Rs256 {
+                public_key_pem,
+                issuer,
+                audience,
+            } => Ok(Verifier::rs256_pem(public_key_pem.as_bytes())?.expecting(issuer, audience)),
+        }
+    }
+
+    /// Which kind, for printed configurations (issuer and audience are not secret).
+    pub fn describe(&self) -> String {
+        match self {
+            JwtKey::Hs256(_) => "HS256 (HIE_JWT_SECRET)".into(),
+            JwtKey::Rs256 {
+                issuer, audience, ..
+            } => format!("RS256 (HIE_JWT_PUBLIC_KEY_FILE), iss={issuer}, aud={audience}"),
         }
     }
 }
@@ -219,15 +276,27 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
+        // A token is not good before its `nbf` (when it has one), with the same skew as `exp`.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Verifier { key, validation }
+    }
+
+    /// Require `iss` and `aud` claims naming this issuer and this service.
+    pub fn expecting(mut self, issuer: &str, audience: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self.validation.set_audience(&[audience]);
+        self.validation
+            .set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        self
     }
 
     pub fn verify(&self, token: &str) -> Result<User, AuthError> {
         let data =
             decode::<Claims>(token, &self.key, &self.validation).map_err(|_| AuthError::Invalid)?;
         let c = data.claims;
-        if c.sub.is_empty() || c.org.is_empty() {
+        // The email is compared with the account's (`accounts::Accounts::admit`): required.
+        if c.sub.is_empty() || c.org.is_empty() || c.email.trim().is_empty() {
             return Err(AuthError::Invalid);
         }
         let roles = c
@@ -261,13 +330,21 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
 }
 
 /// Sign HS256 claims: for development tools and tests.
-pub fn sign_hs256(claims: &Claims, secret: &[u8]) -> String {
+pub fn sign_hs256(claims: &impl Serialize, secret: &[u8]) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         claims,
         &jsonwebtoken::EncodingKey::from_secret(secret),
     )
     .expect("HS256 signing does not fail")
+}
+
+/// Sign RS256 claims with a PEM private key: for tests of the production signature.
+pub fn sign_rs256(claims: &impl Serialize, private_key_pem: &[u8]) -> Result<String, AuthError> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem)
+        .map_err(|e| AuthError::BadKey(e.to_string()))?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::RS256), claims, &key)
+        .map_err(|e| AuthError::BadKey(e.to_string()))
 }
 
 #[cfg(test)]
@@ -312,6 +389,82 @@ mod tests {
         );
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::Missing));
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn an_hs256_secret_under_32_bytes_is_refused() {
+        let short = JwtKey::Hs256(crate::Secret::new("integration-test-secret".into()));
+        assert_eq!(short.check(), Err(JwtKeyError::WeakSecret(23)));
+        assert!(matches!(short.verifier(), Err(AuthError::BadKey(_))));
+        let enough = JwtKey::Hs256(crate::Secret::new("x".repeat(32)));
+        assert!(enough.verifier().is_ok());
+        let rs = JwtKey::Rs256 {
+            public_key_pem: String::new(),
+            issuer: "https://idp.example".into(),
+            audience: " ".into(),
+        };
+        assert_eq!(rs.check(), Err(JwtKeyError::NoIssuerOrAudience));
+    }
+
+    #[test]
+    fn a_token_is_not_good_before_its_nbf() {
+        let v = Verifier::hs256(b"secret");
+        let mut c = serde_json::to_value(claims(&["nurse"], 600)).unwrap();
+        c["nbf"] = (now() + 300).into();
+        assert_eq!(
+            v.verify(&sign_hs256(&c, b"secret")),
+            Err(AuthError::Invalid)
+        );
+        c["nbf"] = (now() - 10).into();
+        assert!(v.verify(&sign_hs256(&c, b"secret")).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_expected() {
+        let v = Verifier::hs256(b"secret").expecting("https://idp.example", "hie-query");
+        let base = serde_json::to_value(claims(&["nurse"], 600)).unwrap();
+        let with = |iss: Option<&str>, aud: Option<&str>| {
+            let mut c = base.clone();
+            if let Some(iss) = iss {
+                c["iss"] = iss.into();
+            }
+            if let Some(aud) = aud {
+                c["aud"] = aud.into();
+            }
+            v.verify(&sign_hs256(&c, b"secret"))
+        };
+        assert!(with(Some("https://idp.example"), Some("hie-query")).is_ok());
+        assert_eq!(with(None, Some("hie-query")), Err(AuthError::Invalid));
+        assert_eq!(
+            with(Some("https://idp.example"), None),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            with(Some("https://other.example"), Some("hie-query")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            with(Some("https://idp.example"), Some("another-service")),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_token_without_an_email_is_refused() {
+        let v = Verifier::hs256(b"secret");
+        let mut c = claims(&["nurse"], 600);
+        c.email = " ".into();
+        assert_eq!(
+            v.verify(&sign_hs256(&c, b"secret")),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]

@@ -78,33 +78,41 @@ pub async fn ensure_topics(brokers: &str, topics: &[&TopicSpec]) -> Result<(), K
     Ok(())
 }
 
-/// Replay `topic` from its beginning, then follow it, handing each event and its offset to `apply`
-/// in log order.
-/// `caught_up` becomes true once every partition's end, as it was at start, has been read. Runs
-/// until the process stops; reconnects after errors. Undecodable events are logged and skipped.
-pub async fn follow<E: schemas::Event>(
-    brokers: String,
-    topic: &'static TopicSpec,
-    caught_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    mut apply: impl FnMut(E, i64) + Send,
-) {
+/// In-memory state replayed from a topic (`follow`).
+pub trait Replica: Clone + Send + 'static {
+    type Event: schemas::Event;
+    /// The whole state, built aside while a topic is replayed.
+    type State: Default + Send;
+    /// Apply one event, in log order, to a state being built.
+    fn apply_to(state: &mut Self::State, event: Self::Event, offset: i64);
+    /// Swap a state replayed to the topic's end in for the one served until now.
+    fn install(&self, state: Self::State);
+    /// Apply one event, in log order, to the state being served.
+    fn apply(&self, event: Self::Event, offset: i64);
+}
+
+/// Replay `topic` from its beginning into a fresh state built aside, swap it in once every
+/// partition's end has been read, then apply each later event as it comes. Runs until the process
+/// stops. After an error it reconnects and replays again, aside: until the new replay has caught
+/// up the state served stays the last complete one, so a replay half-way through (an account's
+/// early "active" before its later "disabled") is never what answers. Undecodable events are
+/// logged and skipped.
+pub async fn follow<R: Replica>(brokers: String, topic: &'static TopicSpec, replica: R) {
     loop {
-        if let Err(e) = follow_once(&brokers, topic, &caught_up, &mut apply).await {
-            tracing::warn!(topic = topic.name, error = %e, "topic follower failed; retrying");
+        if let Err(e) = follow_once(&brokers, topic, &replica).await {
+            tracing::warn!(topic = topic.name, error = %e, "topic follower failed; replaying aside");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-async fn follow_once<E: schemas::Event>(
+async fn follow_once<R: Replica>(
     brokers: &str,
     topic: &'static TopicSpec,
-    caught_up: &std::sync::atomic::AtomicBool,
-    apply: &mut (impl FnMut(E, i64) + Send),
+    replica: &R,
 ) -> Result<(), rdkafka::error::KafkaError> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
-    use std::sync::atomic::Ordering;
 
     let consumer: StreamConsumer = client_config(brokers)
         // Assigned, not subscribed: the group id only satisfies the client; nothing is committed.
@@ -118,10 +126,15 @@ async fn follow_once<E: schemas::Event>(
     }
     consumer.assign(&tpl)?;
     let mut at_end = vec![false; topic.partitions as usize];
+    // `Some` while replaying aside; `None` once swapped in.
+    let mut aside = Some(R::State::default());
     loop {
         match consumer.recv().await {
-            Ok(msg) => match msg.payload().map(schemas::decode::<E>) {
-                Some(Ok(event)) => apply(event, msg.offset()),
+            Ok(msg) => match msg.payload().map(schemas::decode::<R::Event>) {
+                Some(Ok(event)) => match aside.as_mut() {
+                    Some(state) => R::apply_to(state, event, msg.offset()),
+                    None => replica.apply(event, msg.offset()),
+                },
                 Some(Err(e)) => {
                     tracing::error!(topic = topic.name, offset = msg.offset(), error = %e, "undecodable event skipped")
                 }
@@ -131,8 +144,11 @@ async fn follow_once<E: schemas::Event>(
                 if let Some(flag) = at_end.get_mut(p as usize) {
                     *flag = true;
                 }
-                if at_end.iter().all(|f| *f) && !caught_up.swap(true, Ordering::AcqRel) {
-                    tracing::info!(topic = topic.name, "caught up");
+                if at_end.iter().all(|f| *f) {
+                    if let Some(state) = aside.take() {
+                        replica.install(state);
+                        tracing::info!(topic = topic.name, "caught up");
+                    }
                 }
             }
             Err(e) => return Err(e),

@@ -51,16 +51,50 @@ fn claims() -> Claims {
     }
 }
 
+const ISSUER: &str = "https://idp.example";
+const AUDIENCE: &str = "hie-query-api";
+
+fn signed(private: &[u8], iss: Option<&str>, aud: Option<&str>) -> String {
+    let mut c = serde_json::to_value(claims()).unwrap();
+    if let Some(iss) = iss {
+        c["iss"] = iss.into();
+    }
+    if let Some(aud) = aud {
+        c["aud"] = aud.into();
+    }
+    let key = EncodingKey::from_rsa_pem(private).unwrap();
+    encode(&Header::new(Algorithm::RS256), &c, &key).unwrap()
+}
+
 #[test]
 fn rs256_tokens_verify_with_the_public_key_and_hs256_ones_do_not() {
     let (private, public) = key_pair();
-    let verifier = JwtKey::Rs256PublicKeyPem(public.clone())
-        .verifier()
-        .unwrap();
-    let key = EncodingKey::from_rsa_pem(&private).unwrap();
-    let token = encode(&Header::new(Algorithm::RS256), &claims(), &key).unwrap();
+    let verifier = JwtKey::Rs256 {
+        public_key_pem: public.clone(),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+    }
+    .verifier()
+    .unwrap();
+    let token = signed(&private, Some(ISSUER), Some(AUDIENCE));
     assert_eq!(verifier.verify(&token).unwrap().roles, vec![Role::Ems]);
     // A token signed with HS256 (say, with the public key as the secret) is refused.
-    let forged = platform::auth::sign_hs256(&claims(), public.as_bytes());
+    let mut c = serde_json::to_value(claims()).unwrap();
+    c["iss"] = ISSUER.into();
+    c["aud"] = AUDIENCE.into();
+    let forged = platform::auth::sign_hs256(&c, public.as_bytes());
     assert_eq!(verifier.verify(&forged), Err(AuthError::Invalid));
+    // Issuer and audience are required, and must be these.
+    for (iss, aud) in [
+        (None, Some(AUDIENCE)),
+        (Some(ISSUER), None),
+        (Some("https://elsewhere.example"), Some(AUDIENCE)),
+        (Some(ISSUER), Some("another-relying-party")),
+    ] {
+        assert_eq!(
+            verifier.verify(&signed(&private, iss, aud)),
+            Err(AuthError::Invalid),
+            "iss {iss:?} aud {aud:?}"
+        );
+    }
 }

@@ -32,6 +32,23 @@ pub struct Access<'a> {
     pub withheld: usize,
 }
 
+fn access_event(a: Access<'_>) -> AccessRecorded {
+    AccessRecorded {
+        event_id: Uuid::new_v4().to_string(),
+        at: now_micros(),
+        user_id: a.user.id.clone(),
+        user_email: a.user.email.clone(),
+        organization_id: a.user.org.clone(),
+        role: a.role.to_string(),
+        patient_id: a.patient.to_string(),
+        action: a.action,
+        basis: a.basis.to_string(),
+        outcome: a.outcome,
+        returned: a.returned as i64,
+        withheld: a.withheld as i64,
+    }
+}
+
 #[derive(Clone)]
 pub struct Auditor {
     producer: FutureProducer,
@@ -68,20 +85,24 @@ impl Auditor {
 
     /// Record an access; returns once it is durable.
     pub async fn access(&self, a: Access<'_>) -> Result<(), AuditError> {
-        let event = AccessRecorded {
-            event_id: Uuid::new_v4().to_string(),
-            at: now_micros(),
-            user_id: a.user.id.clone(),
-            user_email: a.user.email.clone(),
-            organization_id: a.user.org.clone(),
-            role: a.role.to_string(),
-            patient_id: a.patient.to_string(),
-            action: a.action,
-            basis: a.basis.to_string(),
-            outcome: a.outcome,
-            returned: a.returned as i64,
-            withheld: a.withheld as i64,
-        };
+        self.publish_access(access_event(a)).await
+    }
+
+    /// Record several accesses (the patients a search showed), published together; returns once
+    /// every one is durable.
+    pub async fn accesses(&self, list: Vec<Access<'_>>) -> Result<(), AuditError> {
+        let mut pending = tokio::task::JoinSet::new();
+        for a in list {
+            let (auditor, event) = (self.clone(), access_event(a));
+            pending.spawn(async move { auditor.publish_access(event).await });
+        }
+        while let Some(done) = pending.join_next().await {
+            done.map_err(|_| AuditError::TimedOut)??;
+        }
+        Ok(())
+    }
+
+    async fn publish_access(&self, event: AccessRecorded) -> Result<(), AuditError> {
         let recorded = self
             .publish(topics::ACCESS.name, &event.patient_id, &event)
             .await;

@@ -21,6 +21,9 @@ pub struct Config {
     /// A user id whose admin tokens are honoured without an account, to create the first
     /// accounts (`HIE_BOOTSTRAP_ADMIN`); none by default.
     pub bootstrap_admin: Option<String>,
+    /// The HIE operator's organization (`HIE_OPERATOR_ORG`, default `hie`): its admins manage
+    /// every organization's accounts, reports and access logs; other admins their own only.
+    pub operator_org: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -35,6 +38,7 @@ impl std::fmt::Debug for Config {
             .field("audit_timeout", &self.audit_timeout)
             .field("break_glass_ttl", &self.break_glass_ttl)
             .field("bootstrap_admin", &self.bootstrap_admin)
+            .field("operator_org", &self.operator_org)
             .finish()
     }
 }
@@ -45,13 +49,15 @@ pub enum ConfigError {
     Invalid(&'static str, String),
     #[error("set HIE_JWT_SECRET (HS256) or HIE_JWT_PUBLIC_KEY_FILE (RS256)")]
     NoJwtKey,
+    #[error(transparent)]
+    Jwt(platform::auth::JwtKeyError),
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let jwt = JwtKey::from_env().map_err(|e| match e {
             platform::auth::JwtKeyError::NotSet => ConfigError::NoJwtKey,
-            other => ConfigError::Invalid("HIE_JWT_PUBLIC_KEY_FILE", other.to_string()),
+            other => ConfigError::Jwt(other),
         })?;
         let http_addr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080");
         Ok(Config {
@@ -65,6 +71,7 @@ impl Config {
             audit_timeout: Duration::from_millis(seconds("QUERY_AUDIT_TIMEOUT_MS", "5000")?),
             break_glass_ttl: Duration::from_secs(seconds("BREAK_GLASS_TTL_SECONDS", "86400")?),
             bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
+            operator_org: env_or("HIE_OPERATOR_ORG", "hie").trim().to_string(),
         })
     }
 }

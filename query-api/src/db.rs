@@ -46,11 +46,13 @@ fn prefix_pattern(s: &str) -> String {
     format!("{escaped}%")
 }
 
+/// Patients matching `q`, at most `limit`, each with whether it matched only through identifiers
+/// of 42 CFR Part 2 programs (which a caller without Part 2 consent must not learn).
 pub async fn search_patients(
     pool: &Pool,
     q: &PatientSearch,
     limit: i64,
-) -> Result<Vec<PatientRow>, DbError> {
+) -> Result<Vec<(PatientRow, bool)>, DbError> {
     let client = pool.get().await?;
     let family = q.family.as_deref().map(prefix_pattern);
     let given = q.given.as_deref().map(prefix_pattern);
@@ -61,7 +63,11 @@ pub async fn search_patients(
     let rows = client
         .query(
             &client.prepare_cached(&format!(
-                "SELECT {PATIENT_COLUMNS}
+                "SELECT {PATIENT_COLUMNS},
+                    $5::text IS NOT NULL AND NOT EXISTS (
+                        SELECT 1 FROM patient_identifiers i
+                        WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)
+                          AND NOT {PART2_IDENTIFIER})
              FROM patients p
              -- A patient merged into another is found as the survivor (its identifiers moved).
              WHERE p.merged_into IS NULL
@@ -77,15 +83,32 @@ pub async fn search_patients(
             &[&family, &given, &q.birth_date, &system, &value, &limit],
         )
         .await?;
-    Ok(rows.iter().map(patient_row).collect())
+    Ok(rows.iter().map(|r| (patient_row(r), r.get(7))).collect())
 }
 
-/// What a demographic read shows of a patient (`PatientRow`), in this order.
-const PATIENT_COLUMNS: &str = "p.patient_id, p.display_name, p.family, p.given, p.birth_date, p.sex,
-    COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value) ORDER BY i.system, i.value)
+/// Whether identifier `i` is a 42 CFR Part 2 program's: its system is the assigning authority of
+/// Part 2 sources only. An authority a program shares with its hospital (one MRN domain) names
+/// the hospital's patient, which says nothing of the program.
+macro_rules! part2_identifier {
+    () => {
+        "(EXISTS (SELECT 1 FROM sources s WHERE s.assigning_authority = i.system)
+          AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.assigning_authority = i.system AND NOT s.part2))"
+    };
+}
+const PART2_IDENTIFIER: &str = part2_identifier!();
+
+/// What a demographic read shows of a patient (`PatientRow`), in this order. Each identifier says
+/// whether it is a Part 2 program's (`part2`): `http::patients::visible_identifiers` drops those
+/// for a caller without Part 2 consent.
+const PATIENT_COLUMNS: &str = concat!(
+    "p.patient_id, p.display_name, p.family, p.given, p.birth_date, p.sex,
+    COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value, 'part2', ",
+    part2_identifier!(),
+    ") ORDER BY i.system, i.value)
               FROM patient_identifiers i
               -- Searchable, but a Social Security number is not shown.
-              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)";
+              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)"
+);
 
 fn patient_row(r: &tokio_postgres::Row) -> PatientRow {
     PatientRow {

@@ -47,7 +47,10 @@ pub async fn run(
         .build()
         .map_err(|e| StartError::Database(e.to_string()))?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
-    let accounts = platform::accounts::Accounts::new(config.bootstrap_admin.clone());
+    let accounts = platform::accounts::Accounts::new(
+        config.bootstrap_admin.clone(),
+        config.operator_org.clone(),
+    );
     let follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
     let state = http::AppState {
         accounts,

@@ -7,7 +7,10 @@ use tokio::sync::oneshot;
 
 use crate::{Broker, TestDb};
 
-const SECRET: &str = "integration-test-secret";
+/// HS256 needs at least 32 bytes (`platform::auth::MIN_HS256_SECRET_BYTES`).
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// The HIE operator's organization (`HIE_OPERATOR_ORG`): its admins manage every organization.
+pub const OPERATOR_ORG: &str = "hie";
 /// The user id the query API honours as an admin without an account (`HIE_BOOTSTRAP_ADMIN`).
 pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 
@@ -70,6 +73,7 @@ impl TestApp {
             max_body_bytes: services.max_body_bytes,
             delivery_timeout: Duration::from_secs(3),
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
+            operator_org: OPERATOR_ORG.into(),
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
             limits: services.ingest_limits.clone(),
@@ -106,6 +110,7 @@ impl TestApp {
             audit_timeout: Duration::from_secs(3),
             break_glass_ttl: Duration::from_secs(24 * 3600),
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
+            operator_org: OPERATOR_ORG.into(),
         };
         stops.push(spawn(|stop| async move {
             query_api::run(config, listener, stop)

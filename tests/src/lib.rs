@@ -6,7 +6,7 @@ mod broker;
 mod database;
 mod stack;
 
-pub use app::{urlencode, Services, TestApp};
+pub use app::{urlencode, Services, TestApp, BOOTSTRAP_ADMIN, OPERATOR_ORG, SECRET};
 pub use broker::Broker;
 pub use database::TestDb;
 pub use stack::{Stack, SERVICES, STACK_ADMIN};
@@ -63,7 +63,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An HS256 JWT for `sub` of `org` with `roles`, valid for an hour, signed with `secret`.
+/// An HS256 JWT for `sub` of `org` with `roles`, valid for an hour, signed with `secret`. Its
+/// email is the one the harness gives the account (`<sub>@<org>.example`).
 pub fn sign_token(secret: &str, sub: &str, org: &str, roles: &[&str]) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,7 +73,7 @@ pub fn sign_token(secret: &str, sub: &str, org: &str, roles: &[&str]) -> String 
         + 3600;
     let claims = platform::auth::Claims {
         sub: sub.into(),
-        email: format!("{}@{org}.example", roles.join(".")),
+        email: format!("{sub}@{org}.example"),
         org: org.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         exp,

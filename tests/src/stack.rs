@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 
 use crate::{free_port, workspace_binary, Broker, TestDb};
 
-const SECRET: &str = "stack-test-secret";
+/// HS256 needs at least 32 bytes.
+const SECRET: &str = "stack-test-secret-0123456789abcdef";
 /// The user id every process honours as an admin without an account.
 pub const STACK_ADMIN: &str = "admin";
 pub const SERVICES: [&str; 3] = ["ingest", "projector", "query-api"];

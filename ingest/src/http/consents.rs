@@ -4,7 +4,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use platform::auth::Role;
 use schemas::{now_micros, topics, ConsentRecorded, PatientIdentity};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -95,7 +94,7 @@ pub async fn post_consent(
         .and_then(|v| v.to_str().ok());
     let bearer =
         platform::auth::bearer(auth).ok_or(ApiError::Unauthorized("missing credentials"))?;
-    let (recorded_by, caller_org, is_admin) = match state.registry.by_key(bearer) {
+    let (recorded_by, caller_org, for_any_org) = match state.registry.by_key(bearer) {
         Some(source) => (
             format!("source:{}", source.source_id),
             source.organization_id,
@@ -103,7 +102,9 @@ pub async fn post_consent(
         ),
         None => {
             let u = user(&state, &headers).await?;
-            (format!("user:{}", u.id), u.org.clone(), u.has(Role::Admin))
+            // Only the HIE operator's admins record for other organizations.
+            let operator = state.accounts.is_operator(&u);
+            (format!("user:{}", u.id), u.org.clone(), operator)
         }
     };
     let Json(req) = body.map_err(ApiError::from_json)?;
@@ -116,7 +117,7 @@ pub async fn post_consent(
     }
     // Consent for one organization is that organization's to record; `*` (all participants)
     // comes from the HIE's own form, which any participant may collect.
-    if !(is_admin || org == "*" || org == caller_org) {
+    if !(for_any_org || org == "*" || org == caller_org) {
         return Err(ApiError::Forbidden(
             "organization_mismatch",
             "a consent for another organization can only be recorded by that organization".into(),

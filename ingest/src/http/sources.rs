@@ -1,4 +1,5 @@
-//! `PUT /v1/sources/{source_id}`: an administrator registers or updates a source.
+//! `PUT /v1/sources/{source_id}`: an administrator of the HIE operator registers or updates a
+//! source (a source's key publishes records for its organization: not for a participant's admin).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -87,6 +88,12 @@ pub async fn put_source(
         return Err(ApiError::Forbidden(
             "admin_required",
             "only an admin may register sources".into(),
+        ));
+    }
+    if !state.accounts.is_operator(&caller) {
+        return Err(ApiError::Forbidden(
+            "operator_required",
+            "only an admin of the HIE operator may register sources".into(),
         ));
     }
     let Json(req) = body.map_err(ApiError::from_json)?;

@@ -15,7 +15,8 @@ use super::records::known_patient;
 use super::{ApiError, AppState};
 use crate::db;
 
-/// For a privacy officer of an organization holding the patient's data, or an admin.
+/// For a privacy officer or an admin of an organization holding the patient's data, or an admin
+/// of the HIE operator.
 pub async fn access_log(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -23,13 +24,13 @@ pub async fn access_log(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let patient = known_patient(&state, &id).await?;
-    let permitted = user.has(Role::Admin)
-        || (user.has(Role::PrivacyOfficer)
+    let permitted = state.accounts.is_operator(&user)
+        || ((user.has(Role::PrivacyOfficer) || user.has(Role::Admin))
             && db::organization_holds(&state.pool, patient, &user.org).await?);
     if !permitted {
         return Err(ApiError::Forbidden(
             "not_permitted",
-            "only a privacy officer of an organization holding this patient's data, or an admin",
+            "only a privacy officer or an admin of an organization holding this patient's data",
             None,
         ));
     }
@@ -43,7 +44,8 @@ pub struct ReportParams {
     since: Option<String>,
 }
 
-/// Break-the-Glass grants by the caller's organization (an admin sees every organization's).
+/// Break-the-Glass grants by the caller's organization (the HIE operator's admins see every
+/// organization's).
 pub async fn break_glass_report(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -65,7 +67,7 @@ pub async fn break_glass_report(
             .into(),
         None => std::time::UNIX_EPOCH,
     };
-    let org = (!user.has(Role::Admin)).then_some(user.org.as_str());
+    let org = (!state.accounts.is_operator(&user)).then_some(user.org.as_str());
     Ok(Json(
         json!({"entries": db::break_glass_report(&state.pool, org, since).await?}),
     ))

@@ -18,7 +18,7 @@ use platform::auth::User;
 use serde_json::Value;
 
 use super::caller::Caller;
-use super::patients::non_empty;
+use super::patients::{covers_part2, find, identifier, non_empty, visible_identifiers};
 use super::position::CaughtUp;
 use super::records::{known_patient, read_records};
 use super::{ApiError, AppState};
@@ -26,7 +26,6 @@ use crate::db::{self, PatientSearch};
 use resources::{capability_statement, operation_outcome, patient, searchset, PATIENT_SCOPED};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
-const MAX_PATIENTS: i64 = 100;
 
 /// The routes under `/fhir`; anything else there is a 404 `OperationOutcome`.
 pub fn routes() -> Router<AppState> {
@@ -247,23 +246,40 @@ async fn metadata(fhir: Fhir) -> Result<Response, FhirError> {
 async fn read_patient(
     _: Fhir,
     State(state): State<AppState>,
-    FhirCaller(_user): FhirCaller,
+    FhirCaller(user): FhirCaller,
     _: FhirCaughtUp,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let id = known_patient(&state, &id).await?;
-    let row = db::patient_demographics(&state.pool, id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::NotFound)?;
+    let row = demographics(&state, &user, id).await?;
     Ok(fhir_json(StatusCode::OK, &patient(&row)))
+}
+
+/// One patient's demographics as `user` may see them: a Part 2 program's identifiers only under
+/// a consent covering Part 2.
+async fn demographics(
+    state: &AppState,
+    user: &platform::auth::User,
+    id: uuid::Uuid,
+) -> Result<db::PatientRow, ApiError> {
+    let mut row = db::patient_demographics(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let consents = db::consents(&state.pool, &[id], &user.org).await?;
+    let in_force = crate::consent::decision_for(
+        consents.get(&id).map(Vec::as_slice).unwrap_or(&[]),
+        &user.org,
+        std::time::SystemTime::now(),
+    );
+    row.identifiers = visible_identifiers(&row.identifiers, covers_part2(in_force));
+    Ok(row)
 }
 
 /// `GET /fhir/Patient?...`: demographic search, as `/v1/patients` (no consent needed).
 async fn search_patients(
     fhir: Fhir,
     State(state): State<AppState>,
-    FhirCaller(_user): FhirCaller,
+    FhirCaller(user): FhirCaller,
     _: FhirCaughtUp,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, FhirError> {
@@ -285,11 +301,7 @@ async fn search_patients(
     let rows = if let Some(id) = first("_id") {
         applied.push(format!("_id={id}"));
         match known_patient(&state, &id).await {
-            Ok(patient) => db::patient_demographics(&state.pool, patient)
-                .await
-                .map_err(ApiError::from)?
-                .into_iter()
-                .collect(),
+            Ok(patient) => vec![demographics(&state, &user, patient).await?],
             Err(ApiError::NotFound) => Vec::new(),
             Err(e) => return Err(e.into()),
         }
@@ -298,10 +310,7 @@ async fn search_patients(
             family: first("family"),
             given: first("given"),
             birth_date: first("birthdate"),
-            identifier: first("identifier").map(|i| match i.split_once('|') {
-                Some((system, value)) => (system.to_string(), value.to_string()),
-                None => (String::new(), i),
-            }),
+            identifier: first("identifier").map(identifier),
         };
         for (name, value) in [
             ("family", &search.family),
@@ -326,9 +335,13 @@ async fn search_patients(
                 "give at least one of _id, identifier, family, given, birthdate",
             ));
         }
-        db::search_patients(&state.pool, &search, MAX_PATIENTS)
-            .await
-            .map_err(ApiError::from)?
+        // The same rules as `/v1/patients`: real criteria, capped, audited, Part 2 hidden.
+        find(&state, &user, &search, "fhir:Patient?search")
+            .await?
+            .0
+            .into_iter()
+            .map(|shown| shown.row)
+            .collect()
     };
     let self_url = format!("{}/Patient?{}", fhir.base, applied.join("&"));
     let patients = rows.iter().map(patient).collect();
@@ -437,10 +450,7 @@ async fn patient_operation(
         "fhir:Patient/$everything".into(),
     )
     .await?;
-    let row = db::patient_demographics(&state.pool, patient_id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::NotFound)?;
+    let row = demographics(&state, &user, patient_id).await?;
     let mut resources = Vec::with_capacity(served.records.len() + 1);
     resources.push(patient(&row));
     resources.extend(served.records);

@@ -1,4 +1,5 @@
-//! `PUT /v1/users/{id}` and `GET /v1/users`: the account registry, for administrators. Changes
+//! `PUT /v1/users/{id}` and `GET /v1/users`: the account registry, for administrators: each of
+//! their own organization's accounts, the HIE operator's admins every organization's. Changes
 //! are events first (`hie.accounts`), applied here as soon as the broker has them.
 
 use axum::extract::rejection::JsonRejection;
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::caller::Caller;
+use super::patients::non_empty;
 use super::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +51,23 @@ fn require_admin(user: &platform::auth::User) -> Result<(), ApiError> {
     }
 }
 
+/// 403 unless `admin` administers `organization`.
+fn require_manages(
+    state: &AppState,
+    admin: &platform::auth::User,
+    organization: &str,
+) -> Result<(), ApiError> {
+    if state.accounts.manages(admin, organization) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "other_organization",
+            "an admin manages the accounts of their own organization only",
+            None,
+        ))
+    }
+}
+
 pub async fn put_user(
     State(state): State<AppState>,
     Caller(admin): Caller,
@@ -76,6 +95,14 @@ pub async fn put_user(
             "organization_id and at least one role are required".into(),
         ));
     }
+    let organization = req.organization_id.trim();
+    // Both the account's new organization and, for an existing account, its current one: an
+    // admin can neither place an account elsewhere nor take over another organization's.
+    require_manages(&state, &admin, organization)?;
+    let existing = state.accounts.get(&user_id);
+    if let Some(account) = &existing {
+        require_manages(&state, &admin, &account.organization_id)?;
+    }
     if state
         .accounts
         .email_holder(&email)
@@ -86,13 +113,13 @@ pub async fn put_user(
             "another account already uses this email address",
         ));
     }
-    let created = state.accounts.get(&user_id).is_none();
+    let created = existing.is_none();
     let event = AccountRecorded {
         event_id: uuid::Uuid::new_v4().to_string(),
         at: now_micros(),
         user_id: user_id.clone(),
         email,
-        organization_id: req.organization_id.trim().to_string(),
+        organization_id: organization.to_string(),
         roles: req.roles.iter().map(|r| r.to_string()).collect(),
         active: req.active,
         recorded_by: admin.id.clone(),
@@ -122,9 +149,18 @@ pub async fn list_users(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&admin)?;
+    // An organization's admin lists their own organization; the operator's any or all.
+    let organization = match non_empty(params.organization_id) {
+        Some(org) => {
+            require_manages(&state, &admin, &org)?;
+            Some(org)
+        }
+        None if state.accounts.is_operator(&admin) => None,
+        None => Some(admin.org.clone()),
+    };
     let users: Vec<Value> = state
         .accounts
-        .list(params.organization_id.as_deref())
+        .list(organization.as_deref())
         .into_iter()
         .map(|a| json!({"id": a.user_id, "email": a.email, "organization_id": a.organization_id, "roles": a.roles, "active": a.active}))
         .collect();

@@ -331,7 +331,7 @@ async fn a_file_interrupted_mid_way_is_finished_and_nothing_is_doubled() {
 fn ingest_process(app: &TestApp, drop_dir: &Path) -> std::process::Child {
     std::process::Command::new(hie_tests::workspace_binary("ingest"))
         .env("KAFKA_BROKERS", app.broker.address())
-        .env("HIE_JWT_SECRET", "drop-test-secret")
+        .env("HIE_JWT_SECRET", "drop-test-secret-0123456789abcdef")
         .env(
             "INGEST_HTTP_ADDR",
             format!("127.0.0.1:{}", hie_tests::free_port()),

@@ -78,7 +78,7 @@ async fn a40_moves_the_prior_patients_history_to_the_survivor() {
         merged_at.elapsed()
     );
     assert_eq!(
-        search(&app, "family=O%27Neil").await,
+        search(&app, "family=O%27Neil&birth_date=1980-02-03").await,
         vec![survivor.clone()]
     );
 
