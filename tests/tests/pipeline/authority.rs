@@ -275,7 +275,6 @@ async fn an_hs256_secret_under_32_bytes_refuses_to_start() {
         break_glass_ttl: Duration::from_secs(3600),
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
-        tls: None,
     };
     let ran = tokio::time::timeout(
         Duration::from_secs(30),
@@ -371,7 +370,6 @@ async fn rs256_tokens_need_the_configured_issuer_and_audience() {
         break_glass_ttl: Duration::from_secs(3600),
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
-        tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(query_api::run(config, listener, async move {
