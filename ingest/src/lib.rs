@@ -58,6 +58,10 @@ pub async fn run_with(
         registry.clone(),
         config.kafka_brokers.clone(),
     ));
+    let broker = platform::broker_watch::BrokerWatch::spawn(
+        producer.clone(),
+        schemas::topics::RECORDS.name,
+    );
     let publisher = publish::Publisher::new(producer);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
@@ -93,6 +97,7 @@ pub async fn run_with(
         config: Arc::new(config),
         publisher,
         registry,
+        broker,
     };
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
     let served = axum::serve(listener, http::router(state.clone()))

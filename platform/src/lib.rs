@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod broker_watch;
 pub mod http;
 pub mod kafka;
 pub mod mllp;

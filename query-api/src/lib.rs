@@ -52,10 +52,16 @@ pub async fn run(
         config.operator_org.clone(),
     );
     let follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
+    let auditor = audit::Auditor::new(&config.kafka_brokers, config.audit_timeout)?;
+    let broker = platform::broker_watch::BrokerWatch::spawn(
+        auditor.producer().clone(),
+        schemas::topics::ACCESS.name,
+    );
     let state = http::AppState {
         accounts,
         verifier: config.jwt.verifier()?,
-        auditor: audit::Auditor::new(&config.kafka_brokers, config.audit_timeout)?,
+        auditor,
+        broker,
         config: Arc::new(config),
         pool,
     };

@@ -33,6 +33,7 @@ pub struct AppState {
     pub registry: Registry,
     pub verifier: Verifier,
     pub accounts: platform::accounts::Accounts,
+    pub broker: platform::broker_watch::BrokerWatch,
 }
 
 pub fn router(state: AppState) -> Router {

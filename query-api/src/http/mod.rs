@@ -31,6 +31,7 @@ pub struct AppState {
     pub verifier: Verifier,
     pub auditor: crate::audit::Auditor,
     pub accounts: platform::accounts::Accounts,
+    pub broker: platform::broker_watch::BrokerWatch,
 }
 
 pub fn router(state: AppState) -> Router {
