@@ -61,7 +61,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[&TopicSpec]) -> Result<(), K
         .iter()
         .map(|t| {
             NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(-1))
-                .set("retention.ms", "-1")
+                // Forever, as a number: Tansu 0.6 reads -1 literally and its maintenance (at
+                // start, then every 10 minutes) deletes every record older than -1 ms.
+                .set("retention.ms", "9223372036854775807")
                 .set("retention.bytes", "-1")
                 .set("cleanup.policy", "delete")
                 .set("max.message.bytes", &max_message_bytes)
