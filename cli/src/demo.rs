@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,12 +23,22 @@ const TTL: Duration = Duration::from_secs(12 * 3600);
 /// itself waits up to 5 s server-side (X-Min-Position).
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-const ADMIN: User = User {
-    sub: "hie-admin",
-    email: "admin@hie.example",
-    org: "org-hie",
-    roles: &["admin"],
-};
+/// The bootstrap admin hiectl signs as: `HIE_BOOTSTRAP_ADMIN`, the one admin the services honour
+/// without an account (so it must be the same for both), else `hie-admin`.
+pub fn bootstrap_admin() -> &'static User<'static> {
+    static ADMIN: OnceLock<User<'static>> = OnceLock::new();
+    ADMIN.get_or_init(|| {
+        let sub = platform::env_or("HIE_BOOTSTRAP_ADMIN", "hie-admin");
+        // Read once per process; leaked so the user can be as 'static as the other demo users.
+        let email = format!("{sub}@hie.example");
+        User {
+            sub: Box::leak(sub.into_boxed_str()),
+            email: Box::leak(email.into_boxed_str()),
+            org: "org-hie",
+            roles: &["admin"],
+        }
+    })
+}
 const PHYSICIAN: User = User {
     sub: "dr-rivera",
     email: "dr.rivera@mercy.example",
@@ -48,12 +59,14 @@ const PRIVACY: User = User {
 };
 
 /// Every demo user; each gets an account, since tokens are honoured for active accounts only.
-pub const DEMO_USERS: [&User<'static>; 4] = [&ADMIN, &PHYSICIAN, &NURSE, &PRIVACY];
+pub fn demo_users() -> [&'static User<'static>; 4] {
+    [bootstrap_admin(), &PHYSICIAN, &NURSE, &PRIVACY]
+}
 
 /// Create or update the accounts of `users` at the query API, as the bootstrap admin
-/// (`HIE_BOOTSTRAP_ADMIN=hie-admin`, which `deploy/local/up` sets).
+/// ([`bootstrap_admin`]: `HIE_BOOTSTRAP_ADMIN`, which `deploy/local/up` passes to the services too).
 pub async fn ensure_accounts(secret: &str, query: &str, users: &[&User<'_>]) -> Result<()> {
-    let admin = token::mint(secret, &ADMIN, TTL)?;
+    let admin = token::mint(secret, bootstrap_admin(), TTL)?;
     let client = Client::builder().timeout(Duration::from_secs(30)).build()?;
     for user in users {
         let r = client
@@ -111,11 +124,11 @@ struct SyntheaFile {
 
 pub async fn run(args: Args) -> Result<()> {
     let secret = token::secret_from_env()?;
-    let admin = token::mint(&secret, &ADMIN, TTL)?;
+    let admin = token::mint(&secret, bootstrap_admin(), TTL)?;
     let physician = token::mint(&secret, &PHYSICIAN, TTL)?;
     let ingest = args.ingest.trim_end_matches('/');
     let query = args.query.trim_end_matches('/');
-    ensure_accounts(&secret, query, &DEMO_USERS).await?;
+    ensure_accounts(&secret, query, &demo_users()).await?;
     let client = Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -443,17 +456,7 @@ async fn find_patient(
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use platform::url_component as url_encode;
 
 fn synthea_dir(explicit: Option<PathBuf>) -> Result<Option<PathBuf>> {
     if let Some(dir) = explicit {
@@ -586,7 +589,7 @@ pub fn demo_tokens(secret: &str) -> Result<Vec<(&'static str, &'static User<'sta
     [
         ("TOKEN", &PHYSICIAN),
         ("NURSE_TOKEN", &NURSE),
-        ("ADMIN_TOKEN", &ADMIN),
+        ("ADMIN_TOKEN", bootstrap_admin()),
         ("PRIVACY_TOKEN", &PRIVACY),
     ]
     .into_iter()

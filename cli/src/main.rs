@@ -1,6 +1,7 @@
 //! hiectl: the developer's and operator's tool for an HIE stack: mint development tokens, load the
 //! demo, list and re-submit dead letters.
 
+mod broker;
 mod dead_letters;
 mod demo;
 mod demo_data;
@@ -43,7 +44,8 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         ttl_hours: u64,
         /// Also create or update this user's account at this query API (the services honour
-        /// tokens of active accounts only), as the bootstrap admin `hie-admin`.
+        /// tokens of active accounts only), as the bootstrap admin (`HIE_BOOTSTRAP_ADMIN`, default
+        /// `hie-admin`).
         #[arg(long, value_name = "QUERY_URL")]
         register: Option<String>,
     },
@@ -64,6 +66,14 @@ enum Command {
         /// Where the demo keeps source API keys [default: $HIE_DATA_DIR, else ./.local].
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Exit 0 when the broker answers a Metadata and a ListOffsets request within the timeout,
+    /// 1 otherwise (deploy/local/up and its supervisor use it).
+    CheckBroker {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
     /// Dead letters: what ingest rejected (from the views, DATABASE_URL), and re-submitting it.
     DeadLetters {
@@ -125,7 +135,8 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Tokens { query } => {
             let secret = token::secret_from_env()?;
-            demo::ensure_accounts(&secret, query.trim_end_matches('/'), &demo::DEMO_USERS).await?;
+            demo::ensure_accounts(&secret, query.trim_end_matches('/'), &demo::demo_users())
+                .await?;
             demo::print_tokens(&demo::demo_tokens(&secret)?);
             Ok(true)
         }
@@ -142,6 +153,16 @@ async fn run(cli: Cli) -> Result<bool> {
                 state_dir,
             })
             .await?;
+            Ok(true)
+        }
+        Command::CheckBroker {
+            brokers,
+            timeout_secs,
+        } => {
+            let timeout = Duration::from_secs(timeout_secs);
+            let summary =
+                tokio::task::spawn_blocking(move || broker::check(&brokers, timeout)).await??;
+            println!("broker answers: {summary}");
             Ok(true)
         }
         Command::DeadLetters { .. } | Command::Quarantine { .. } => {
