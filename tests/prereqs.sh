@@ -17,9 +17,11 @@ missing=()
 for tool in gcc g++ make perl pkg-config curl python3 pg_isready openssl; do
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# librdkafka is built with OpenSSL (TLS and SASL to a production cluster): its headers.
+[[ -f /usr/include/openssl/ssl.h ]] || missing+=("libssl-dev")
 if ((${#missing[@]})); then
 	say "installing Debian packages for: ${missing[*]}"
-	apt_install build-essential perl pkg-config curl python3 postgresql-client openssl
+	apt_install build-essential perl pkg-config curl python3 postgresql-client openssl libssl-dev
 fi
 
 # promtool (Debian package `prometheus`) lints every process's /metrics in the tests. The package
@@ -53,11 +55,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 	pg_isready -h 127.0.0.1 -p 5432
 fi
 
-# Tansu, the dev broker: built once (10-30 minutes), kept by cargo afterwards.
-if ! command -v tansu >/dev/null; then
-	say "installing tansu 0.6.0 (first time only)"
-	cargo install tansu --version 0.6.0 --locked --features libsql,dynostore
-fi
+# Tansu, the dev broker: built once (10-30 minutes), kept by cargo afterwards. The same version and
+# cargo features as deploy/local/up's (its lib.sh): a tansu built earlier without one of them (say,
+# without `postgres`) is rebuilt, since the soak runs the broker as `up` does.
+# shellcheck source=deploy/local/tansu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/local/tansu.sh"
+ensure_tansu
 
 if ! command -v cargo-nextest >/dev/null; then
 	say "installing cargo-nextest"

@@ -5,11 +5,13 @@ mod app;
 mod broker;
 mod database;
 mod stack;
+mod up;
 
 pub use app::{urlencode, Services, TestApp, BOOTSTRAP_ADMIN, OPERATOR_ORG, SECRET};
 pub use broker::Broker;
 pub use database::TestDb;
 pub use stack::{Stack, SERVICES, STACK_ADMIN};
+pub use up::{LocalStack, LOCAL_ADMIN};
 
 /// The Synthea bundles shipped beside the repository (`../shared/data/synthea`).
 pub fn synthea_dir() -> std::path::PathBuf {
