@@ -288,7 +288,9 @@ async fn an_hs256_secret_under_32_bytes_refuses_to_start() {
 
     // The binaries, from their environment: both exit at once, saying why.
     for service in ["ingest", "query-api"] {
-        let out = std::process::Command::new(hie_tests::workspace_binary(service))
+        let log =
+            std::env::temp_dir().join(format!("hie-weak-secret-{}.log", uuid::Uuid::new_v4()));
+        let mut child = std::process::Command::new(hie_tests::workspace_binary(service))
             .env("HIE_JWT_SECRET", "integration-test-secret")
             .env("KAFKA_BROKERS", broker.address())
             .env("DATABASE_URL", db.url())
@@ -298,20 +300,24 @@ async fn an_hs256_secret_under_32_bytes_refuses_to_start() {
             .env_remove("HIE_JWT_PUBLIC_KEY_FILE")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let waited = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || out.wait_with_output()),
-        )
-        .await;
-        let output = waited
-            .unwrap_or_else(|_| panic!("{service} kept running with a 23-byte HS256 secret"))
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{service}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{service} kept running with a 23-byte HS256 secret");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{service}");
         assert!(
             stderr.contains("HIE_JWT_SECRET is 23 bytes"),
             "{service}: {stderr}"
