@@ -34,10 +34,19 @@ fn repo() -> PathBuf {
 impl LocalStack {
     /// `deploy/local/up --no-demo` on a fresh data directory and database.
     pub async fn up() -> LocalStack {
+        Self::up_with(&[]).await
+    }
+
+    /// `up`, with `extra` added to (or overriding) the stack's environment.
+    pub async fn up_with(extra: &[(&str, &str)]) -> LocalStack {
         let db = TestDb::create().await;
         let data_dir = std::env::temp_dir().join(format!("hie-up-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data_dir).unwrap();
-        let bin_dir = workspace_binary("hiectl").parent().unwrap().to_path_buf();
+        // HIE_SOAK_BIN_DIR: the services of another build (tests/run --soak: release ones).
+        let bin_dir = match std::env::var("HIE_SOAK_BIN_DIR") {
+            Ok(dir) => PathBuf::from(dir),
+            Err(_) => workspace_binary("hiectl").parent().unwrap().to_path_buf(),
+        };
         let (ingest, projector, query, mllp, kafka) = (
             free_port(),
             free_port(),
@@ -61,6 +70,8 @@ impl LocalStack {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
         let stack = LocalStack {
             ingest: format!("http://127.0.0.1:{ingest}"),
@@ -165,6 +176,22 @@ impl LocalStack {
 
     pub fn admin(&self) -> String {
         self.token(LOCAL_ADMIN, "org-hie", &["admin"])
+    }
+
+    /// The pid `up` recorded for `name` (`$HIE_DATA_DIR/run/<name>.pid`).
+    pub fn pid(&self, name: &str) -> u32 {
+        let file = self.data_dir.join("run").join(format!("{name}.pid"));
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {}", file.display()))
+    }
+
+    /// Everything `name` logged so far (`$HIE_DATA_DIR/logs/<name>.log`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data_dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
     }
 
     /// What `up` chose for the broker's storage (`$HIE_DATA_DIR/broker-storage`).

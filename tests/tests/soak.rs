@@ -871,3 +871,95 @@ async fn soak() {
     let errors = load.errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "after down/up:\n{}", errors.join("\n"));
 }
+
+/// A broker that stops answering (SIGSTOP: its process lives, its port is open) shows in ingest's
+/// and the query API's `/metrics`, logs and `/healthz`, and the supervisor `up` left restarts it;
+/// then writes are accepted again. The figures are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_is_seen_and_restarted() {
+    let stack = LocalStack::up_with(&[("HIE_SUPERVISE_EVERY", "1")]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let broker_up = |page: &str| {
+        page.lines()
+            .find(|l| l.starts_with("hie_kafka_broker_up "))
+            .map(|l| l.ends_with(" 1"))
+    };
+    let metrics = |base: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(format!("{base}/metrics")).send().await.ok()?;
+            r.text().await.ok()
+        }
+    };
+    for base in [&stack.ingest, &stack.query] {
+        assert_eq!(broker_up(&metrics(base.clone()).await.unwrap()), Some(true));
+    }
+
+    let hung = stack.pid("tansu");
+    let stopped = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &hung.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut seen = None;
+    while seen.is_none() && stopped.elapsed() < Duration::from_secs(60) {
+        let ingest = metrics(stack.ingest.clone()).await.unwrap_or_default();
+        let query = metrics(stack.query.clone()).await.unwrap_or_default();
+        if broker_up(&ingest) == Some(false) && broker_up(&query) == Some(false) {
+            seen = Some(stopped.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = seen.expect("hie_kafka_broker_up never went to 0");
+    for (service, base) in [("ingest", &stack.ingest), ("query-api", &stack.query)] {
+        assert!(
+            stack.log(service).contains("broker not answering"),
+            "{service} logged nothing"
+        );
+        let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{service} /healthz"
+        );
+    }
+
+    // The supervisor restarts it (a new process), and the services see it answer again.
+    let mut restarted = None;
+    while restarted.is_none() && stopped.elapsed() < Duration::from_secs(120) {
+        let new_pid = std::fs::read_to_string(stack.data_dir.join("run/tansu.pid"))
+            .is_ok_and(|p| p.trim() != hung.to_string());
+        let healthy = match http.get(format!("{}/healthz", stack.ingest)).send().await {
+            Ok(r) => r.status() == StatusCode::OK,
+            Err(_) => false,
+        };
+        if new_pid && healthy {
+            restarted = Some(stopped.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restarted = restarted
+        .unwrap_or_else(|| panic!("not restarted; supervisor:\n{}", stack.log("supervisor")));
+    assert!(stack.log("supervisor").contains("broker: restarting it"));
+    let r = http
+        .put(format!("{}/v1/sources/AFTER", stack.ingest))
+        .bearer_auth(stack.admin())
+        .json(
+            &json!({"name": "After", "organization_id": "org-after", "feed": "realtime",
+            "assigning_authority": "urn:oid:1.2.3.4", "part2": false}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "a write after the restart");
+    eprintln!(
+        "hung broker: hie_kafka_broker_up 0 on both services {:.1} s after SIGSTOP; \
+         restarted and ingest healthy again {:.1} s after it",
+        seen.as_secs_f64(),
+        restarted.as_secs_f64()
+    );
+}
