@@ -29,6 +29,9 @@ pub struct Config {
     pub operator_org: String,
     /// Bounds on what a sender controls: MLLP frames, connections and idle time, HTTP time.
     pub limits: Limits,
+    /// TLS for HTTP and MLLP (`INGEST_TLS_CERT`, `INGEST_TLS_KEY`): required on a listener beyond
+    /// loopback. Over TLS, an MLLP sender is known by its client certificate, pinned per source.
+    pub tls: Option<platform::tls::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,20 +40,35 @@ pub enum ConfigError {
     Invalid(&'static str, String),
     #[error(transparent)]
     Jwt(#[from] JwtKeyError),
+    #[error(transparent)]
+    Tls(#[from] platform::tls::TlsError),
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let http_addr = parse("INGEST_HTTP_ADDR", "127.0.0.1:8081")?;
+        let mllp_addr = match env_or("INGEST_MLLP_ADDR", "127.0.0.1:2575").as_str() {
+            "off" | "" => None,
+            _ => Some(parse("INGEST_MLLP_ADDR", "127.0.0.1:2575")?),
+        };
+        let tls = platform::tls::TlsFiles::from_env("INGEST")?;
+        platform::tls::require_beyond_loopback(
+            "ingest's HTTP",
+            "INGEST",
+            http_addr,
+            tls.is_some(),
+        )?;
+        if let Some(addr) = mllp_addr {
+            platform::tls::require_beyond_loopback("ingest's MLLP", "INGEST", addr, tls.is_some())?;
+        }
         Ok(Config {
-            http_addr: parse("INGEST_HTTP_ADDR", "127.0.0.1:8081")?,
+            http_addr,
+            tls,
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
             jwt: JwtKey::from_env()?,
             max_body_bytes: parse("INGEST_MAX_BODY_BYTES", "67108864")?,
             delivery_timeout: Duration::from_millis(parse("INGEST_DELIVERY_TIMEOUT_MS", "5000")?),
-            mllp_addr: match env_or("INGEST_MLLP_ADDR", "127.0.0.1:2575").as_str() {
-                "off" | "" => None,
-                _ => Some(parse("INGEST_MLLP_ADDR", "127.0.0.1:2575")?),
-            },
+            mllp_addr,
             drop_dir: drop_dir(),
             bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
             operator_org: env_or("HIE_OPERATOR_ORG", "hie").trim().to_string(),

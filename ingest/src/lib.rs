@@ -29,6 +29,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("JWT key: {0}")]
     Jwt(#[from] platform::auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] platform::tls::TlsError),
 }
 
 /// Run ingest on `listener` (HTTP) and on `config.mllp_addr` until `shutdown` resolves.
@@ -51,6 +53,14 @@ pub async fn run_with(
     mllp: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    use platform::tls::{server_config, ClientCerts};
+    let (http_tls, mllp_tls) = match &config.tls {
+        Some(files) => (
+            Some(server_config(files, ClientCerts::None)?),
+            Some(server_config(files, ClientCerts::Requested)?),
+        ),
+        None => (None, None),
+    };
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let producer = platform::kafka::producer(&config.kafka_brokers, config.delivery_timeout)?;
     let registry = sources::Registry::default();
@@ -58,10 +68,8 @@ pub async fn run_with(
         registry.clone(),
         config.kafka_brokers.clone(),
     ));
-    let broker = platform::broker_watch::BrokerWatch::spawn(
-        producer.clone(),
-        schemas::topics::RECORDS.name,
-    );
+    let broker =
+        platform::broker_watch::BrokerWatch::spawn(producer.clone(), schemas::topics::RECORDS.name);
     let publisher = publish::Publisher::new(producer);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
@@ -74,6 +82,7 @@ pub async fn run_with(
         workers.push(tokio::spawn(mllp::serve(
             mllp,
             Arc::new(receiver),
+            mllp_tls,
             stopping.clone(),
         )));
     }
@@ -100,12 +109,16 @@ pub async fn run_with(
         broker,
     };
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    let served = axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(async move {
+    let served = platform::tls::serve_http(
+        listener,
+        http::router(state.clone()),
+        http_tls,
+        async move {
             shutdown.await;
             let _ = stop.send(true);
-        })
-        .await;
+        },
+    )
+    .await;
     for worker in workers {
         let _ = worker.await;
     }

@@ -7,10 +7,22 @@ pub mod broker_watch;
 pub mod http;
 pub mod kafka;
 pub mod mllp;
+pub mod postgres;
 pub mod secret;
 pub mod telemetry;
+pub mod tls;
 
 pub use secret::Secret;
+
+/// `s` as one URL query or path component (RFC 3986: all but unreserved characters escaped).
+pub fn url_component(s: &str) -> String {
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
 
 /// An environment variable, or a default when it is unset or empty.
 pub fn env_or(name: &str, default: &str) -> String {

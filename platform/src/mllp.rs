@@ -1,4 +1,5 @@
 //! MLLP framing: `0x0B` message `0x1C 0x0D`, read in bounded memory whatever the peer sends.
+//! One implementation for ingest's listener and hiectl's sender.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 

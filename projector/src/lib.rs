@@ -30,20 +30,7 @@ pub enum StartError {
 }
 
 pub fn pool(database_url: &str) -> Result<deadpool_postgres::Pool, StartError> {
-    let pg: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
-    let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(8)
-        .build()
-        .map_err(|e| StartError::Database(e.to_string()))
+    platform::postgres::pool(database_url, 8).map_err(|e| StartError::Database(e.to_string()))
 }
 
 /// Run the projector until `shutdown` resolves; `listener` serves `/healthz` and `/metrics`.
@@ -60,8 +47,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server =
-        axum::serve(listener, http::router(pool.clone(), health.clone())).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, http::router(pool.clone(), health.clone()))
+        .with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });
     let server = tokio::spawn(async move { server.await });

@@ -24,6 +24,8 @@ pub struct Config {
     /// The HIE operator's organization (`HIE_OPERATOR_ORG`, default `hie`): its admins manage
     /// every organization's accounts, reports and access logs; other admins their own only.
     pub operator_org: String,
+    /// TLS for the HTTP listener (`QUERY_TLS_CERT`, `QUERY_TLS_KEY`): required beyond loopback.
+    pub tls: Option<platform::tls::TlsFiles>,
 }
 
 impl std::fmt::Debug for Config {
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Config {
             .field("break_glass_ttl", &self.break_glass_ttl)
             .field("bootstrap_admin", &self.bootstrap_admin)
             .field("operator_org", &self.operator_org)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -51,6 +54,8 @@ pub enum ConfigError {
     NoJwtKey,
     #[error(transparent)]
     Jwt(platform::auth::JwtKeyError),
+    #[error(transparent)]
+    Tls(#[from] platform::tls::TlsError),
 }
 
 impl Config {
@@ -59,11 +64,16 @@ impl Config {
             platform::auth::JwtKeyError::NotSet => ConfigError::NoJwtKey,
             other => ConfigError::Jwt(other),
         })?;
-        let http_addr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080");
-        Ok(Config {
-            http_addr: http_addr.parse().map_err(|e: std::net::AddrParseError| {
+        let http_addr: SocketAddr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080")
+            .parse()
+            .map_err(|e: std::net::AddrParseError| {
                 ConfigError::Invalid("QUERY_HTTP_ADDR", e.to_string())
-            })?,
+            })?;
+        let tls = platform::tls::TlsFiles::from_env("QUERY")?;
+        platform::tls::require_beyond_loopback("the query API", "QUERY", http_addr, tls.is_some())?;
+        Ok(Config {
+            http_addr,
+            tls,
             database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
             jwt,
             min_position_timeout: Duration::from_secs(5),

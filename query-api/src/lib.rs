@@ -23,6 +23,8 @@ pub enum StartError {
     Jwt(#[from] platform::auth::AuthError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] platform::tls::TlsError),
 }
 
 /// Run the query API on `listener` until `shutdown` resolves.
@@ -31,20 +33,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let pg: tokio_postgres::Config = config
-        .database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StartError::Database(e.to_string()))?;
-    let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    let pool = deadpool_postgres::Pool::builder(manager)
-        .max_size(16)
-        .build()
+    let tls = match &config.tls {
+        Some(files) => Some(platform::tls::server_config(
+            files,
+            platform::tls::ClientCerts::None,
+        )?),
+        None => None,
+    };
+    let pool = platform::postgres::pool(&config.database_url, 16)
         .map_err(|e| StartError::Database(e.to_string()))?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let accounts = platform::accounts::Accounts::new(
@@ -66,9 +62,7 @@ pub async fn run(
         pool,
     };
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = platform::tls::serve_http(listener, http::router(state), tls, shutdown).await;
     follower.abort();
     Ok(served?)
 }

@@ -105,8 +105,11 @@ pub struct SourceRegistered {
     pub data_elements: Vec<String>,
     pub part2: bool,
     pub api_key_sha256: String,
+    /// The MLLP client certificate pinned for this source (`platform::tls::fingerprint`).
+    #[serde(default)]
+    pub mllp_client_certificate_sha256: Option<String>,
 }
-avro_event!(SourceRegistered, "source_registered", ["v1"]);
+avro_event!(SourceRegistered, "source_registered", ["v1", "v2"]);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessRecorded {

@@ -75,6 +75,7 @@ fn fastavro_decodes_every_event_type() {
                 data_elements: vec!["Observation".into()],
                 part2: false,
                 api_key_sha256: "00".into(),
+                mllp_client_certificate_sha256: None,
             })
             .unwrap(),
         ),

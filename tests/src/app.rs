@@ -22,6 +22,8 @@ pub struct Services {
     pub max_body_bytes: usize,
     /// Ingest's limits on what senders control (MLLP frames, connections, idle time, HTTP).
     pub ingest_limits: ingest::config::Limits,
+    /// Serve ingest (HTTP and MLLP) and the query API over TLS with these files.
+    pub tls: Option<platform::tls::TlsFiles>,
 }
 
 impl Default for Services {
@@ -30,6 +32,7 @@ impl Default for Services {
             projector_in_process: true,
             max_body_bytes: 64 * 1024 * 1024,
             ingest_limits: ingest::config::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -74,6 +77,7 @@ impl TestApp {
             delivery_timeout: Duration::from_secs(3),
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
             operator_org: OPERATOR_ORG.into(),
+            tls: services.tls.clone(),
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
             limits: services.ingest_limits.clone(),
@@ -111,6 +115,7 @@ impl TestApp {
             break_glass_ttl: Duration::from_secs(24 * 3600),
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
             operator_org: OPERATOR_ORG.into(),
+            tls: services.tls.clone(),
         };
         stops.push(spawn(|stop| async move {
             query_api::run(config, listener, stop)
@@ -130,8 +135,11 @@ impl TestApp {
             stops,
             accounts: Default::default(),
         };
-        app.wait_healthy(&app.ingest).await;
-        app.wait_healthy(&app.query).await;
+        // Over TLS the test speaks HTTPS itself (`tests/pipeline/tls.rs`) and waits there.
+        if services.tls.is_none() {
+            app.wait_healthy(&app.ingest).await;
+            app.wait_healthy(&app.query).await;
+        }
         app
     }
 
@@ -369,16 +377,7 @@ impl Drop for TestApp {
     }
 }
 
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use platform::url_component as urlencode;
 
 async fn listen() -> (tokio::net::TcpListener, String) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

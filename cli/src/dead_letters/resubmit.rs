@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::producer::FutureProducer;
 use schemas::{now_micros, topics, DeadLetterResubmitted};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::store::Letter;
@@ -259,25 +259,26 @@ impl Mllp {
 
     /// Sends the message's bytes as they are (an HL7 message may be Latin-1), LF as CR.
     async fn exchange(&mut self, message: &[u8]) -> Result<String> {
-        let mut framed = Vec::with_capacity(message.len() + 3);
-        framed.push(0x0b);
-        framed.extend(message.iter().map(|b| if *b == b'\n' { b'\r' } else { *b }));
-        framed.extend_from_slice(&[0x1c, 0x0d]);
-        self.stream.get_mut().write_all(&framed).await?;
-        let mut ack = Vec::new();
-        let read = async {
-            loop {
-                ack.push(self.stream.read_u8().await?);
-                if ack.ends_with(&[0x1c, 0x0d]) {
-                    return Ok::<_, std::io::Error>(());
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .map_err(|_| anyhow!("no ACK within 30 s"))??;
-        let start = ack.iter().position(|b| *b == 0x0b).map_or(0, |p| p + 1);
-        Ok(String::from_utf8_lossy(&ack[start..ack.len() - 2]).into_owned())
+        use platform::mllp::{self, Frame};
+        let message: Vec<u8> = message
+            .iter()
+            .map(|b| if *b == b'\n' { b'\r' } else { *b })
+            .collect();
+        self.stream
+            .get_mut()
+            .write_all(&mllp::wrap(&message))
+            .await?;
+        let ack = tokio::time::timeout(
+            Duration::from_secs(30),
+            mllp::read(&mut self.stream, 1 << 20),
+        )
+        .await
+        .map_err(|_| anyhow!("no ACK within 30 s"))??;
+        match ack {
+            Some(Frame::Message(ack)) => Ok(String::from_utf8_lossy(&ack).into_owned()),
+            Some(Frame::TooLarge { .. }) => bail!("the ACK is over 1 MiB"),
+            None => bail!("ingest closed the connection without an ACK"),
+        }
     }
 }
 

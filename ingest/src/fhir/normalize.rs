@@ -247,6 +247,20 @@ pub fn normalize_with(
                 continue;
             }
         };
+        if entry.raw.len() > schemas::topics::MAX_RESOURCE_BYTES {
+            // Dead-lettered without its content, like a body over the limit: the log takes no
+            // message that large.
+            out.rejections.push(Rejection {
+                index: entry.index,
+                error: format!(
+                    "the entry is {} bytes, over the limit of {} for one resource",
+                    entry.raw.len(),
+                    schemas::topics::MAX_RESOURCE_BYTES
+                ),
+                raw: String::new(),
+            });
+            continue;
+        }
         let control = match &entry.full_url {
             Some(url) if url.chars().any(super::control::forbidden) => Some("fullUrl".into()),
             _ => super::control::find(&resource),

@@ -25,6 +25,10 @@ pub struct SourceRequest {
     data_elements: Vec<String>,
     #[serde(default)]
     part2: bool,
+    /// SHA-256 of the certificate the source's MLLP connections present over TLS (hex, colons
+    /// allowed): its pin.
+    #[serde(default)]
+    mllp_client_certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -115,6 +119,16 @@ pub async fn put_source(
             ));
         }
     }
+    let pin = match req.mllp_client_certificate_sha256.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(platform::tls::normalize_fingerprint(raw).ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid_body",
+                "mllp_client_certificate_sha256 must be a SHA-256 in hex (64 digits, colons allowed)"
+                    .into(),
+            )
+        })?),
+    };
     if !state.registry.is_caught_up() {
         return Err(ApiError::NotReady("the source registry is still loading"));
     }
@@ -137,6 +151,7 @@ pub async fn put_source(
         data_elements: req.data_elements,
         part2: req.part2,
         api_key_sha256,
+        mllp_client_certificate_sha256: pin,
     };
     let position = state
         .publisher

@@ -7,22 +7,26 @@ mod receive;
 use std::sync::Arc;
 
 use frame::{Frame, FrameError};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_io_timeout::TimeoutReader;
 use tracing::Instrument;
 
-pub use receive::{decode, Receiver};
+pub use receive::{decode, Peer, Receiver};
 
 /// Accept connections until `shutdown` turns true; a connection finishes the message it is
 /// processing (publish and ACK) before it closes. At most `max_connections` are open: one more
 /// is closed as soon as it is accepted.
+/// Over TLS (`tls`), each connection's client certificate identifies its sender: a message is
+/// taken only from the certificate its source registered (`Receiver::receive`).
 pub async fn serve(
     listener: TcpListener,
     receiver: Arc<Receiver>,
+    tls: Option<Arc<platform::tls::TlsServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(platform::tls::TlsAcceptor::from);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "MLLP listening");
     }
@@ -37,8 +41,29 @@ pub async fn serve(
                         crate::metrics::mllp_connection_opened();
                         let receiver = receiver.clone();
                         let shutdown = for_connections.clone();
+                        let acceptor = acceptor.clone();
                         tokio::spawn(async move {
-                            connection(stream, receiver, shutdown).await;
+                            let _ = stream.set_nodelay(true);
+                            match acceptor {
+                                None => connection(stream, Peer::Plain, receiver, shutdown).await,
+                                Some(acceptor) => {
+                                    let handshake = tokio::time::timeout(
+                                        platform::tls::HANDSHAKE_TIMEOUT,
+                                        acceptor.accept(stream),
+                                    );
+                                    match handshake.await {
+                                        Ok(Ok(stream)) => {
+                                            let peer = Peer::Tls {
+                                                certificate_sha256: platform::tls::peer_fingerprint(
+                                                    stream.get_ref().1,
+                                                ),
+                                            };
+                                            connection(stream, peer, receiver, shutdown).await
+                                        }
+                                        _ => tracing::debug!(%peer, "MLLP TLS handshake failed"),
+                                    }
+                                }
+                            }
                             crate::metrics::mllp_connection_closed();
                             drop(slot);
                         });
@@ -59,14 +84,16 @@ pub async fn serve(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
     receiver: Arc<Receiver>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let idle = receiver.limits.mllp_idle;
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     // The timer restarts with every byte received: a slow frame is not idle, a silent peer is.
     let mut read = TimeoutReader::new(read);
     read.set_timeout(Some(idle));
@@ -82,7 +109,7 @@ async fn connection(
                 // Each message starts a trace; its records carry it to the projector.
                 let span = tracing::info_span!("mllp", trace_id = tracing::field::Empty);
                 platform::telemetry::continue_trace(&span, None);
-                receiver.receive(&message).instrument(span).await
+                receiver.receive(&message, &peer).instrument(span).await
             }
             Ok(Some(Frame::TooLarge { head })) => {
                 crate::metrics::mllp_refused(crate::metrics::Refusal::FrameTooLarge);

@@ -1,6 +1,6 @@
 //! One HL7 v2 message in, its ACK out: find the source (MSH-4), map to records, publish, answer.
 
-use schemas::{now_micros, topics};
+use schemas::{now_micros, topics, SourceRegistered};
 
 use crate::fhir::SourceContext;
 use crate::hl7::{self, AckCode, Header, Message};
@@ -19,7 +19,7 @@ pub struct Receiver {
 impl Receiver {
     /// The ACK for `bytes`. Anything not accepted is on the dead-letter topic before the ACK
     /// goes out, except when the broker itself is unavailable (then the sender must resend).
-    pub async fn receive(&self, bytes: &[u8]) -> String {
+    pub async fn receive(&self, bytes: &[u8], peer: &Peer) -> String {
         let received_at = now_micros();
         let text = decode(bytes);
         let msg = match Message::parse(&text) {
@@ -79,6 +79,21 @@ impl Receiver {
                 )
                 .await;
         };
+        if let Err(reason) = peer.admits(&source) {
+            tracing::warn!(source = %source.source_id, "MLLP message refused: its connection is not the source's");
+            return self
+                .reject(
+                    Some(&msg),
+                    Some(&source.source_id),
+                    &header.control_id,
+                    AckCode::Reject,
+                    "204",
+                    reason,
+                    bytes,
+                    received_at,
+                )
+                .await;
+        }
         let ctx = SourceContext {
             source_id: source.source_id.clone(),
             assigning_authority: source.assigning_authority.clone(),
@@ -196,5 +211,41 @@ pub fn decode(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => bytes.iter().map(|b| *b as char).collect(),
+    }
+}
+
+/// How an MLLP connection's sender is known: over TLS, by the client certificate it presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// Plain TCP: only on loopback (`platform::tls::require_beyond_loopback`).
+    Plain,
+    Tls {
+        certificate_sha256: Option<String>,
+    },
+}
+
+impl Peer {
+    /// A source with a pinned certificate is taken only over TLS with that certificate; over TLS,
+    /// a source without a pin is refused (anyone can present some certificate and name any MSH-4).
+    pub fn admits(&self, source: &SourceRegistered) -> Result<(), &'static str> {
+        let pin = source.mllp_client_certificate_sha256.as_deref();
+        match (self, pin) {
+            (Peer::Plain, None) => Ok(()),
+            (Peer::Plain, Some(_)) => {
+                Err("this source's messages are taken only over TLS with its registered client certificate")
+            }
+            (Peer::Tls { .. }, None) => {
+                Err("no client certificate is registered for this source: MLLP over TLS needs one")
+            }
+            (
+                Peer::Tls {
+                    certificate_sha256: Some(presented),
+                },
+                Some(pin),
+            ) if presented == pin => Ok(()),
+            (Peer::Tls { .. }, Some(_)) => {
+                Err("the connection's client certificate is not the one registered for this source")
+            }
+        }
     }
 }

@@ -19,7 +19,8 @@ use crate::audit::Access;
 use crate::consent::{governing, Decision};
 use crate::db;
 
-/// For a privacy officer or an admin of an organization holding the patient's data.
+/// For a privacy officer or an admin of an organization holding the patient's data, or an admin
+/// of the HIE operator (as the access log).
 pub async fn history(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -29,6 +30,7 @@ pub async fn history(
     let patient = known_patient(&state, &id).await?;
     let role = user.role_for(|r| matches!(r, Role::PrivacyOfficer | Role::Admin));
     let permitted = match role {
+        Some(_) if state.accounts.is_operator(&user) => true,
         Some(_) => db::organization_holds(&state.pool, patient, &user.org).await?,
         None => false,
     };
@@ -43,7 +45,10 @@ pub async fn history(
         withheld: 0,
     };
     if !permitted {
-        state.auditor.access(access("refused:not_permitted", 0)).await?;
+        state
+            .auditor
+            .access(access("refused:not_permitted", 0))
+            .await?;
         return Err(ApiError::Forbidden(
             "not_permitted",
             "only a privacy officer or an admin of an organization holding this patient's data",
@@ -53,9 +58,8 @@ pub async fn history(
     let entries = db::consent_history(&state.pool, patient).await?;
     let now = SystemTime::now();
     let rows: Vec<_> = entries.iter().map(|e| e.row.clone()).collect();
-    let stamp = |t: Option<SystemTime>| {
-        t.and_then(|t| OffsetDateTime::from(t).format(&Rfc3339).ok())
-    };
+    let stamp =
+        |t: Option<SystemTime>| t.and_then(|t| OffsetDateTime::from(t).format(&Rfc3339).ok());
     let body: Vec<Value> = entries
         .iter()
         .map(|e| {

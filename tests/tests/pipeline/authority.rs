@@ -275,6 +275,7 @@ async fn an_hs256_secret_under_32_bytes_refuses_to_start() {
         break_glass_ttl: Duration::from_secs(3600),
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
+        tls: None,
     };
     let ran = tokio::time::timeout(
         Duration::from_secs(30),
@@ -376,6 +377,7 @@ async fn rs256_tokens_need_the_configured_issuer_and_audience() {
         break_glass_ttl: Duration::from_secs(3600),
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
+        tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(query_api::run(config, listener, async move {
@@ -612,4 +614,137 @@ async fn demographic_search_needs_criteria_is_capped_audited_and_keeps_part2_ide
             (&json!("clerk"), &json!("org-reader"), &json!("front_desk"))
         );
     }
+}
+
+/// Replays of `topic` the query API at `base` has swapped in (its `/metrics`).
+async fn replays(http: &reqwest::Client, base: &str, topic: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("hie_topic_follower_replays_total{{topic=\"{topic}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The accounts registry replays `hie.accounts` after its broker comes back: an account enabled
+/// early in the log and disabled at its end is never honoured while that replay runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_stays_refused_while_the_registry_replays_after_a_reconnect() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let mut broker = Broker::start_persistent();
+    let db = TestDb::create().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = query_api::Config {
+        http_addr: listener.local_addr().unwrap(),
+        database_url: db.url(),
+        jwt: platform::auth::JwtKey::Hs256(platform::Secret::new(SECRET.into())),
+        min_position_timeout: Duration::from_secs(5),
+        kafka_brokers: broker.address(),
+        audit_timeout: Duration::from_secs(3),
+        break_glass_ttl: Duration::from_secs(3600),
+        bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
+        operator_org: OPERATOR_ORG.into(),
+        tls: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(query_api::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let boot = hie_tests::sign_token(SECRET, BOOTSTRAP_ADMIN, OPERATOR_ORG, &["admin"]);
+    let put = |active: bool| {
+        let req = http
+            .put(format!("{base}/v1/users/watcher"))
+            .bearer_auth(&boot)
+            .json(
+                &json!({"email": "watcher@org-x.example", "organization_id": "org-x",
+                "roles": ["admin"], "active": active}),
+            );
+        async move { req.send().await.map(|r| r.status()) }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !put(true).await.is_ok_and(|s| s.is_success()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "query API never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watcher = hie_tests::sign_token(SECRET, "watcher", "org-x", &["admin"]);
+    let users = format!("{base}/v1/users");
+    let status = || {
+        let req = http.get(&users).bearer_auth(&watcher);
+        async move { req.send().await.map(|r| r.status()) }
+    };
+    assert_eq!(status().await.unwrap(), StatusCode::OK);
+
+    // Between the account's "active" and its "disabled", enough of the log that a replay takes
+    // a while: 10,000 other accounts, produced straight to the topic.
+    let producer: FutureProducer =
+        platform::kafka::producer(&broker.address(), Duration::from_secs(30)).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..10_000 {
+        let event = schemas::AccountRecorded {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            at: schemas::now_micros(),
+            user_id: format!("filler-{i}"),
+            email: format!("filler-{i}@org-y.example"),
+            organization_id: "org-y".into(),
+            roles: vec!["nurse".into()],
+            active: true,
+            recorded_by: "test".into(),
+        };
+        let (key, payload) = (event.user_id.clone(), schemas::encode(&event).unwrap());
+        let record = FutureRecord::to(schemas::topics::ACCOUNTS.name)
+            .key(&key)
+            .payload(&payload);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    assert_eq!(put(false).await.unwrap(), StatusCode::OK);
+    assert_eq!(status().await.unwrap(), StatusCode::UNAUTHORIZED);
+    let before = replays(&http, &base, "hie.accounts").await;
+    assert!(before >= 1);
+
+    // The broker goes away and comes back with the same log: the follower reconnects and
+    // replays it from the start. Not once, while it does, is the disabled account honoured.
+    broker.restart();
+    let (mut asked, mut honoured) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = status().await {
+            asked += 1;
+            if s == StatusCode::OK {
+                honoured += 1;
+            }
+        }
+        if replays(&http, &base, "hie.accounts").await > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accounts follower never replayed after the broker restart"
+        );
+    }
+    eprintln!("{asked} requests during the reconnect and replay, {honoured} honoured");
+    assert_eq!(
+        honoured, 0,
+        "a disabled account was honoured during the replay"
+    );
+    assert_eq!(status().await.unwrap(), StatusCode::UNAUTHORIZED);
+    let _ = stop.send(());
+    let _ = server.await;
 }

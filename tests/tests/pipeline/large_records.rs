@@ -52,7 +52,40 @@ async fn a_16_mib_document_is_stored_and_read_back_whole() {
     let body: Value = r.json().await.unwrap();
     let records = body["records"].as_array().unwrap();
     assert_eq!(records.len(), 1);
-    let read = records[0]["content"][0]["attachment"]["data"].as_str().unwrap();
+    let read = records[0]["content"][0]["attachment"]["data"]
+        .as_str()
+        .unwrap();
     assert_eq!(read.len(), data.len());
     assert!(read == data, "the document came back altered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_over_16_mib_is_refused_alone_and_the_others_go_on() {
+    let app = TestApp::spawn().await;
+    let key = app.register_source("docs", "org-d", AA).await;
+    let mut bundle = crate::bundle(AA, "D2", "d2", &[("d2-o", "2024-01-01T00:00:00Z", 1.0)]);
+    bundle["entry"].as_array_mut().unwrap().push(json!({
+        "fullUrl": "urn:uuid:big",
+        "resource": {
+            "resourceType": "DocumentReference", "id": "big", "status": "current",
+            "subject": {"reference": "urn:uuid:d2"},
+            "content": [{"attachment": {"contentType": "application/pdf",
+                                        "data": "A".repeat(16 * 1024 * 1024 + 1)}}]
+        },
+        "request": {"method": "POST", "url": "DocumentReference"}
+    }));
+    let r = app
+        .post_fhir("docs", &key, "application/fhir+json", bundle.to_string())
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"][0]["index"], 2);
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{body}"
+    );
 }

@@ -17,6 +17,7 @@ mod privacy;
 mod projector_restart;
 mod quarantine;
 mod round_trip;
+mod tls;
 mod versions;
 
 use serde_json::{json, Value};
