@@ -216,7 +216,10 @@ pub async fn run(command: Command) -> Result<bool> {
                 .await
                 .with_context(|| format!("publishing the request for {}", e.id()))?;
             }
-            println!("{} request(s) published; waiting for the projector", chosen.len());
+            println!(
+                "{} request(s) published; waiting for the projector",
+                chosen.len()
+            );
             verdicts(&db, &chosen, Duration::from_secs(wait)).await
         }
     }

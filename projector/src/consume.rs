@@ -164,7 +164,11 @@ impl Health {
         }
         let since = self.pending_since_ms.load(Ordering::Relaxed);
         let stalled = since != 0
-            && self.started.elapsed().saturating_sub(Duration::from_millis(since)) >= self.stall;
+            && self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since))
+                >= self.stall;
         stalled.then_some("stalled")
     }
 }

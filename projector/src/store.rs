@@ -199,9 +199,7 @@ async fn apply(
         };
         match outcome {
             Ok(()) => applied.events += 1,
-            Err(EventError::Db(err))
-                if isolation == Isolation::Batch || !is_event_fault(&err) =>
-            {
+            Err(EventError::Db(err)) if isolation == Isolation::Batch || !is_event_fault(&err) => {
                 return Err(err.into())
             }
             Err(fault) => {
@@ -282,9 +280,7 @@ async fn apply_event(
         t if t == topics::SOURCES.name => Ok(apply_source(tx, &decoded(&e.payload)?).await?),
         t if t == topics::ACCESS.name => apply_access(tx, &decoded(&e.payload)?).await,
         t if t == topics::BREAK_GLASS.name => apply_break_glass(tx, &decoded(&e.payload)?).await,
-        t if t == topics::DEAD_LETTERS.name
-            && schemas::is::<DeadLetterResubmitted>(&e.payload) =>
-        {
+        t if t == topics::DEAD_LETTERS.name && schemas::is::<DeadLetterResubmitted>(&e.payload) => {
             Ok(apply_resubmitted(tx, &decoded(&e.payload)?).await?)
         }
         t if t == topics::DEAD_LETTERS.name
@@ -413,9 +409,18 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
         Ok(()) => {
             tx.batch_execute("RELEASE SAVEPOINT reapply").await?;
             tx.execute(
-                &tx.prepare_cached("UPDATE quarantine SET status = 'reapplied', resolved_at = $4, resolved_by = $5
-                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3").await?,
-                &[&r.topic, &r.partition, &r.offset, &at(r.requested_at), &r.requested_by],
+                &tx.prepare_cached(
+                    "UPDATE quarantine SET status = 'reapplied', resolved_at = $4, resolved_by = $5
+                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3",
+                )
+                .await?,
+                &[
+                    &r.topic,
+                    &r.partition,
+                    &r.offset,
+                    &at(r.requested_at),
+                    &r.requested_by,
+                ],
             )
             .await?;
             crate::metrics::reapplied();
@@ -425,8 +430,11 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
         Err(fault) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT reapply").await?;
             tx.execute(
-                &tx.prepare_cached("UPDATE quarantine SET attempts = attempts + 1, error = $4
-                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3").await?,
+                &tx.prepare_cached(
+                    "UPDATE quarantine SET attempts = attempts + 1, error = $4
+                     WHERE topic = $1 AND partition = $2 AND \"offset\" = $3",
+                )
+                .await?,
                 &[&r.topic, &r.partition, &r.offset, &fault_text(&fault)],
             )
             .await?;

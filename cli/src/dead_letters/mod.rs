@@ -197,8 +197,7 @@ pub async fn run(command: Command) -> Result<bool> {
             let letters = selection(&db, ids, all, &select, force).await?;
             let edited = match &payload {
                 Some(path) if letters.len() == 1 => Some(
-                    std::fs::read(path)
-                        .with_context(|| format!("reading {}", path.display()))?,
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
                 ),
                 Some(_) => bail!("--payload replaces the payload of exactly one dead letter"),
                 None => None,

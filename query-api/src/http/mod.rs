@@ -1,9 +1,9 @@
 //! The query API's HTTP routes (API.md, "Query API"), one file per resource.
 
 mod access_log;
-mod consents;
 mod break_glass;
 mod caller;
+mod consents;
 mod error;
 mod fhir;
 mod health;

@@ -201,17 +201,25 @@ async fn consent_history_is_kept_and_evaluated_at_read_time() {
 
     // The history, for the privacy officer of an organization holding the patient's data.
     let officer = app.token("org-h", &["privacy_officer"]);
-    let r = app.get(&format!("/v1/patients/{id}/consents"), &officer, Some(&p)).await;
+    let r = app
+        .get(&format!("/v1/patients/{id}/consents"), &officer, Some(&p))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     let consents = body["consents"].as_array().unwrap();
     assert_eq!(consents.len(), 2, "{body}");
     assert_eq!(
-        (consents[0]["decision"].as_str(), consents[0]["in_force"].as_bool()),
+        (
+            consents[0]["decision"].as_str(),
+            consents[0]["in_force"].as_bool()
+        ),
         (Some("grant"), Some(true))
     );
     assert_eq!(
-        (consents[1]["decision"].as_str(), consents[1]["in_force"].as_bool()),
+        (
+            consents[1]["decision"].as_str(),
+            consents[1]["in_force"].as_bool()
+        ),
         (Some("deny"), Some(false))
     );
     assert_eq!(consents[1]["method"], "written");
@@ -224,7 +232,9 @@ async fn consent_history_is_kept_and_evaluated_at_read_time() {
         app.token("org-z", &["privacy_officer"]),
         app.token("org-h", &["physician"]),
     ] {
-        let r = app.get(&format!("/v1/patients/{id}/consents"), &token, None).await;
+        let r = app
+            .get(&format!("/v1/patients/{id}/consents"), &token, None)
+            .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
     // The read is in the access log.

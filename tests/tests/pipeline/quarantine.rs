@@ -15,7 +15,8 @@ const AA: &str = "urn:oid:2.16.840.1.113883.3.4242";
 
 /// Publishes `payload` as is to `topic`, as a buggy or hostile producer would.
 async fn publish_raw(app: &TestApp, topic: &str, key: &str, payload: &[u8]) {
-    let producer = platform::kafka::producer(&app.broker.address(), Duration::from_secs(10)).unwrap();
+    let producer =
+        platform::kafka::producer(&app.broker.address(), Duration::from_secs(10)).unwrap();
     producer
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -26,7 +27,12 @@ async fn publish_raw(app: &TestApp, topic: &str, key: &str, payload: &[u8]) {
         .unwrap();
 }
 
-async fn records(app: &TestApp, id: &str, org: &str, position: Option<&str>) -> (StatusCode, Value) {
+async fn records(
+    app: &TestApp,
+    id: &str,
+    org: &str,
+    position: Option<&str>,
+) -> (StatusCode, Value) {
     let token = app.token(org, &["physician"]);
     let r = app
         .get(&format!("/v1/patients/{id}/records"), &token, position)
@@ -81,7 +87,9 @@ async fn hiectl(app: &TestApp, args: &[&str]) -> (bool, String) {
 async fn quarantined(app: &TestApp) -> Vec<Value> {
     let (ok, out) = hiectl(app, &["list", "--json", "--status", "all"]).await;
     assert!(ok);
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// An MLLP exchange with raw bytes (a NUL, a Latin-1 byte): returns MSA-1.
@@ -117,7 +125,10 @@ async fn what_the_views_cannot_take_is_set_aside_and_a_revocation_still_applies(
         .await;
     let id = app.patient_id(AA, "Q1", Some(&pos)).await;
     let p = app.consent(AA, "Q1", "org-a", "grant").await;
-    assert_eq!(records(&app, &id, "org-a", Some(&p)).await.0, StatusCode::OK);
+    assert_eq!(
+        records(&app, &id, "org-a", Some(&p)).await.0,
+        StatusCode::OK
+    );
 
     // The report: an ORU^R01 with a NUL byte (and a Latin-1 byte) from a facility no one
     // registered. It is refused, and its dead letter keeps the bytes exactly.
@@ -125,7 +136,13 @@ async fn what_the_views_cannot_take_is_set_aside_and_a_revocation_still_applies(
     assert_eq!(mllp_raw(&app, hostile).await, "AR");
     // Events the projector cannot apply, straight on the log: bytes that are no event at all, and
     // a record whose FHIR JSON holds U+0000, which PostgreSQL's jsonb refuses.
-    publish_raw(&app, topics::RECORDS.name, &format!("{AA}|Q1"), b"\xff\x00not avro").await;
+    publish_raw(
+        &app,
+        topics::RECORDS.name,
+        &format!("{AA}|Q1"),
+        b"\xff\x00not avro",
+    )
+    .await;
     let poisoned = RecordReceived {
         event_id: uuid::Uuid::new_v4().to_string(),
         source_id: "qsrc".into(),
@@ -183,15 +200,24 @@ async fn what_the_views_cannot_take_is_set_aside_and_a_revocation_still_applies(
         .find(|e| e["event_type"] == "record_received")
         .unwrap();
     assert!(
-        refused["error"].as_str().unwrap().starts_with("postgres 22"),
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres 22"),
         "{refused}"
     );
-    assert_eq!(metric(&app, "hie_projector_events_quarantined_total").await, 2.0);
+    assert_eq!(
+        metric(&app, "hie_projector_events_quarantined_total").await,
+        2.0
+    );
     assert_eq!(projector_health(&app).await, StatusCode::OK);
 
     // Nothing of the poisoned record reached the views; the good one is still there.
     let poisoned_rows: i64 = db
-        .query_one("SELECT count(*) FROM records WHERE resource_id = 'poison'", &[])
+        .query_one(
+            "SELECT count(*) FROM records WHERE resource_id = 'poison'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -228,7 +254,12 @@ async fn a_consent_set_aside_withholds_the_patient_until_it_is_reapplied() {
             .post_bundle_ok(
                 "qsrc",
                 &key,
-                &crate::bundle(AA, mrn, &mrn.to_lowercase(), &[(&format!("{mrn}-o"), "2024-01-01T00:00:00Z", 1.0)]),
+                &crate::bundle(
+                    AA,
+                    mrn,
+                    &mrn.to_lowercase(),
+                    &[(&format!("{mrn}-o"), "2024-01-01T00:00:00Z", 1.0)],
+                ),
             )
             .await;
         app.consent(AA, mrn, "org-a", "grant").await;
@@ -249,8 +280,16 @@ async fn a_consent_set_aside_withholds_the_patient_until_it_is_reapplied() {
     // W1's decision is unknown: nothing of W1 is served, not even by Break-the-Glass.
     let (status, body) = records(&app, &w1, "org-a", Some(&p)).await;
     assert_eq!(
-        (status, body["error"].as_str(), body["break_glass_allowed"].as_bool()),
-        (StatusCode::FORBIDDEN, Some("consent_unresolved"), Some(false)),
+        (
+            status,
+            body["error"].as_str(),
+            body["break_glass_allowed"].as_bool()
+        ),
+        (
+            StatusCode::FORBIDDEN,
+            Some("consent_unresolved"),
+            Some(false)
+        ),
         "{body}"
     );
     let btg = app
@@ -262,7 +301,10 @@ async fn a_consent_set_aside_withholds_the_patient_until_it_is_reapplied() {
         .await;
     assert_eq!(btg.status(), StatusCode::FORBIDDEN);
     // W2 is not concerned.
-    assert_eq!(records(&app, &w2, "org-a", Some(&p)).await.0, StatusCode::OK);
+    assert_eq!(
+        records(&app, &w2, "org-a", Some(&p)).await.0,
+        StatusCode::OK
+    );
     let entries = quarantined(&app).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["event_type"], "consent_recorded");
