@@ -3,10 +3,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A Tansu broker of this test's own, in memory, on a free loopback port.
+/// A Tansu broker of this test's own, in memory (or SQLite, `start_persistent`), on a free
+/// loopback port.
 pub struct Broker {
     pub port: u16,
     child: Option<Child>,
+    storage: String,
+    /// The SQLite file's directory, removed on drop.
+    dir: Option<PathBuf>,
 }
 
 fn tansu_binary() -> PathBuf {
@@ -25,9 +29,33 @@ impl Broker {
         let mut broker = Broker {
             port: crate::free_port(),
             child: None,
+            storage: "memory://tansu/".into(),
+            dir: None,
         };
         broker.launch();
         broker
+    }
+
+    /// A broker whose log survives `restart` (SQLite storage): for tests of what clients do when
+    /// their broker goes away and comes back.
+    pub fn start_persistent() -> Broker {
+        let dir = std::env::temp_dir().join(format!("hie-tansu-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Broker {
+            port: crate::free_port(),
+            child: None,
+            // sqlite:// + an absolute path (Tansu strips one slash).
+            storage: format!("sqlite:///{}", dir.join("tansu.db").display()),
+            dir: Some(dir),
+        };
+        broker.launch();
+        broker
+    }
+
+    /// Kill the broker and start it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     pub fn address(&self) -> String {
@@ -38,7 +66,7 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(tansu_binary())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -55,7 +83,7 @@ impl Broker {
         }
     }
 
-    /// Kill the broker (it loses everything: memory storage).
+    /// Kill the broker (in memory, it loses everything).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -67,5 +95,8 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
