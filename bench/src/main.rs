@@ -141,12 +141,23 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| if cli.quick { "-" } else { "docs/benchmarks.md" }.to_string());
             if out != "-" {
                 let path = workspace().join(&out);
+                let md = md + &kept_sections(&path);
                 std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
             Ok(())
         }
     }
+}
+
+/// What follows `KEPT` in the file being replaced: figures measured by other means (the soak,
+/// tests/tests/soak.rs) that a bench run must not erase.
+fn kept_sections(path: &std::path::Path) -> String {
+    const KEPT: &str = "<!-- kept by bench/run: measured by other means -->";
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    old.find(KEPT)
+        .map(|i| format!("\n{}", &old[i..]))
+        .unwrap_or_default()
 }
 
 fn workspace() -> PathBuf {
