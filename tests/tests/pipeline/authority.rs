@@ -687,7 +687,14 @@ async fn a_disabled_account_stays_refused_while_the_registry_replays_after_a_rec
         let req = http.get(&users).bearer_auth(&watcher);
         async move { req.send().await.map(|r| r.status()) }
     };
-    assert_eq!(status().await.unwrap(), StatusCode::OK);
+    // Honoured once the registry has replayed the topic (503 until then).
+    while status().await.ok() != Some(StatusCode::OK) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the account never honoured"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Between the account's "active" and its "disabled", enough of the log that a replay takes
     // a while: 10,000 other accounts, produced straight to the topic.
@@ -715,7 +722,17 @@ async fn a_disabled_account_stays_refused_while_the_registry_replays_after_a_rec
         d.await.unwrap().unwrap();
     }
     assert_eq!(put(false).await.unwrap(), StatusCode::OK);
-    assert_eq!(status().await.unwrap(), StatusCode::UNAUTHORIZED);
+    // Refused: 503 while the registry is still reading up to the disabling event, then 401.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match status().await.unwrap() {
+            StatusCode::SERVICE_UNAVAILABLE if tokio::time::Instant::now() < settle => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
     let before = replays(&http, &base, "hie.accounts").await;
     assert!(before >= 1);
 
