@@ -877,7 +877,11 @@ async fn soak() {
 /// then writes are accepted again. The figures are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_broker_is_seen_and_restarted() {
-    let stack = LocalStack::up_with(&[("HIE_SUPERVISE_EVERY", "1")]).await;
+    let stack = LocalStack::up_with(&[
+        ("HIE_SUPERVISE_EVERY", "1"),
+        ("HIE_SUPERVISE_BROKER_MISSES", "3"),
+    ])
+    .await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
