@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use platform::auth::{JwtKey, JwtKeyError};
-use platform::env_or;
 
 pub use crate::limits::Limits;
 
@@ -36,20 +35,65 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0} is not valid: {1}")]
-    Invalid(&'static str, String),
+    #[error(transparent)]
+    Env(#[from] platform::config::EnvError),
     #[error(transparent)]
     Jwt(#[from] JwtKeyError),
     #[error(transparent)]
     Tls(#[from] platform::tls::TlsError),
 }
 
+/// The variables ingest reads (`platform::config`), with their defaults.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Env {
+    ingest_http_addr: String,
+    kafka_brokers: String,
+    ingest_max_body_bytes: usize,
+    ingest_delivery_timeout_ms: u64,
+    /// `off` disables MLLP.
+    ingest_mllp_addr: String,
+    drop_dir: Option<PathBuf>,
+    hie_data_dir: Option<PathBuf>,
+    hie_bootstrap_admin: Option<String>,
+    hie_operator_org: String,
+    ingest_mllp_max_frame_bytes: usize,
+    ingest_mllp_idle_seconds: u64,
+    ingest_mllp_max_connections: usize,
+    ingest_http_request_timeout_seconds: u64,
+    ingest_http_max_concurrent_requests: usize,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Env {
+            ingest_http_addr: "127.0.0.1:8081".into(),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            ingest_max_body_bytes: 64 * 1024 * 1024,
+            ingest_delivery_timeout_ms: 5000,
+            ingest_mllp_addr: "127.0.0.1:2575".into(),
+            drop_dir: None,
+            hie_data_dir: None,
+            hie_bootstrap_admin: None,
+            hie_operator_org: "hie".into(),
+            ingest_mllp_max_frame_bytes: limits.mllp_max_frame_bytes,
+            ingest_mllp_idle_seconds: limits.mllp_idle.as_secs(),
+            ingest_mllp_max_connections: limits.mllp_max_connections,
+            ingest_http_request_timeout_seconds: limits.http_request_timeout.as_secs(),
+            ingest_http_max_concurrent_requests: limits.http_max_concurrent_requests,
+        }
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let http_addr = parse("INGEST_HTTP_ADDR", "127.0.0.1:8081")?;
-        let mllp_addr = match env_or("INGEST_MLLP_ADDR", "127.0.0.1:2575").as_str() {
-            "off" | "" => None,
-            _ => Some(parse("INGEST_MLLP_ADDR", "127.0.0.1:2575")?),
+        use platform::config::{addr, at_least_one};
+        let env: Env = platform::config::from_env()?;
+        let http_addr = addr("INGEST_HTTP_ADDR", &env.ingest_http_addr)?;
+        let mllp_addr = match env.ingest_mllp_addr.trim() {
+            "off" => None,
+            raw => Some(addr("INGEST_MLLP_ADDR", raw)?),
         };
         let tls = platform::tls::TlsFiles::from_env("INGEST")?;
         platform::tls::require_beyond_loopback(
@@ -61,34 +105,41 @@ impl Config {
         if let Some(addr) = mllp_addr {
             platform::tls::require_beyond_loopback("ingest's MLLP", "INGEST", addr, tls.is_some())?;
         }
+        let limits = Limits {
+            mllp_max_frame_bytes: at_least_one(
+                "INGEST_MLLP_MAX_FRAME_BYTES",
+                env.ingest_mllp_max_frame_bytes,
+            )?,
+            mllp_idle: Duration::from_secs(at_least_one(
+                "INGEST_MLLP_IDLE_SECONDS",
+                env.ingest_mllp_idle_seconds as usize,
+            )? as u64),
+            mllp_max_connections: at_least_one(
+                "INGEST_MLLP_MAX_CONNECTIONS",
+                env.ingest_mllp_max_connections,
+            )?,
+            http_request_timeout: Duration::from_secs(at_least_one(
+                "INGEST_HTTP_REQUEST_TIMEOUT_SECONDS",
+                env.ingest_http_request_timeout_seconds as usize,
+            )? as u64),
+            http_max_concurrent_requests: at_least_one(
+                "INGEST_HTTP_MAX_CONCURRENT_REQUESTS",
+                env.ingest_http_max_concurrent_requests,
+            )?,
+        };
         Ok(Config {
             http_addr,
             tls,
-            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            kafka_brokers: env.kafka_brokers,
             jwt: JwtKey::from_env()?,
-            max_body_bytes: parse("INGEST_MAX_BODY_BYTES", "67108864")?,
-            delivery_timeout: Duration::from_millis(parse("INGEST_DELIVERY_TIMEOUT_MS", "5000")?),
+            max_body_bytes: env.ingest_max_body_bytes,
+            delivery_timeout: Duration::from_millis(env.ingest_delivery_timeout_ms),
             mllp_addr,
-            drop_dir: drop_dir(),
-            bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
-            operator_org: env_or("HIE_OPERATOR_ORG", "hie").trim().to_string(),
-            limits: Limits::from_env()?,
+            // The drop folder: DROP_DIR, else $HIE_DATA_DIR/drop; neither set disables it.
+            drop_dir: env.drop_dir.or(env.hie_data_dir.map(|d| d.join("drop"))),
+            bootstrap_admin: env.hie_bootstrap_admin.map(|s| s.trim().to_string()),
+            operator_org: env.hie_operator_org.trim().to_string(),
+            limits,
         })
     }
-}
-
-fn drop_dir() -> Option<PathBuf> {
-    let set = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    set("DROP_DIR")
-        .map(PathBuf::from)
-        .or_else(|| set("HIE_DATA_DIR").map(|d| PathBuf::from(d).join("drop")))
-}
-
-fn parse<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = env_or(name, default);
-    raw.parse()
-        .map_err(|e: T::Err| ConfigError::Invalid(name, e.to_string()))
 }

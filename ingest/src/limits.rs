@@ -1,9 +1,8 @@
 //! Bounds on everything a sender controls (API.md, "Limits and hostile input"), set by
-//! environment variables and printed with the rest of the configuration at start.
+//! environment variables (`config::Config::from_env`) and printed with the rest of the
+//! configuration at start.
 
 use std::time::Duration;
-
-use crate::config::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -32,37 +31,5 @@ impl Default for Limits {
             http_request_timeout: Duration::from_secs(300),
             http_max_concurrent_requests: 64,
         }
-    }
-}
-
-impl Limits {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let d = Limits::default();
-        Ok(Limits {
-            mllp_max_frame_bytes: positive("INGEST_MLLP_MAX_FRAME_BYTES", d.mllp_max_frame_bytes)?,
-            mllp_idle: Duration::from_secs(positive(
-                "INGEST_MLLP_IDLE_SECONDS",
-                d.mllp_idle.as_secs() as usize,
-            )? as u64),
-            mllp_max_connections: positive("INGEST_MLLP_MAX_CONNECTIONS", d.mllp_max_connections)?,
-            http_request_timeout: Duration::from_secs(positive(
-                "INGEST_HTTP_REQUEST_TIMEOUT_SECONDS",
-                d.http_request_timeout.as_secs() as usize,
-            )? as u64),
-            http_max_concurrent_requests: positive(
-                "INGEST_HTTP_MAX_CONCURRENT_REQUESTS",
-                d.http_max_concurrent_requests,
-            )?,
-        })
-    }
-}
-
-/// `name` as a whole number of at least 1, `default` when unset.
-fn positive(name: &'static str, default: usize) -> Result<usize, ConfigError> {
-    let raw = platform::env_or(name, &default.to_string());
-    match raw.trim().parse::<usize>() {
-        Ok(0) => Err(ConfigError::Invalid(name, "must be at least 1".into())),
-        Ok(v) => Ok(v),
-        Err(e) => Err(ConfigError::Invalid(name, e.to_string())),
     }
 }

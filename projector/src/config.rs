@@ -1,8 +1,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use platform::env_or;
-
 /// Everything the projector is told at start; `Debug` prints it (the database URL without its
 /// password).
 #[derive(Clone)]
@@ -44,22 +42,53 @@ impl std::fmt::Debug for Config {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0} is not valid: {1}")]
-pub struct ConfigError(&'static str, String);
+pub use platform::config::EnvError as ConfigError;
+
+/// The variables the projector reads (`platform::config`), with their defaults.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Env {
+    projector_http_addr: String,
+    kafka_brokers: String,
+    database_url: String,
+    projector_group_id: String,
+    projector_instance: String,
+    projector_batch_max: usize,
+    projector_batch_wait_ms: u64,
+    projector_fetch_wait_ms: u64,
+    projector_stall_seconds: u64,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            projector_http_addr: "127.0.0.1:9102".into(),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/hie".into(),
+            projector_group_id: "hie-projector".into(),
+            projector_instance: "0/1".into(),
+            projector_batch_max: 500,
+            projector_batch_wait_ms: 5,
+            projector_fetch_wait_ms: 10,
+            projector_stall_seconds: 30,
+        }
+    }
+}
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        use platform::config::{addr, at_least_one};
+        let env: Env = platform::config::from_env()?;
         Ok(Config {
-            http_addr: parse("PROJECTOR_HTTP_ADDR", "127.0.0.1:9102")?,
-            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
-            database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
-            group_id: env_or("PROJECTOR_GROUP_ID", "hie-projector"),
-            instance: parse_instance(&env_or("PROJECTOR_INSTANCE", "0/1"))?,
-            batch_max: parse("PROJECTOR_BATCH_MAX", "500")?,
-            batch_wait: Duration::from_millis(parse("PROJECTOR_BATCH_WAIT_MS", "5")?),
-            fetch_wait: Duration::from_millis(parse("PROJECTOR_FETCH_WAIT_MS", "10")?),
-            stall: Duration::from_secs(parse("PROJECTOR_STALL_SECONDS", "30")?),
+            http_addr: addr("PROJECTOR_HTTP_ADDR", &env.projector_http_addr)?,
+            kafka_brokers: env.kafka_brokers,
+            database_url: env.database_url,
+            group_id: env.projector_group_id,
+            instance: parse_instance(&env.projector_instance)?,
+            batch_max: at_least_one("PROJECTOR_BATCH_MAX", env.projector_batch_max)?,
+            batch_wait: Duration::from_millis(env.projector_batch_wait_ms),
+            fetch_wait: Duration::from_millis(env.projector_fetch_wait_ms),
+            stall: Duration::from_secs(env.projector_stall_seconds),
         })
     }
 }
@@ -73,7 +102,7 @@ impl Config {
 /// `"i/n"`: instance `i` (from 0) of `n`.
 fn parse_instance(raw: &str) -> Result<(i32, i32), ConfigError> {
     let bad = || {
-        ConfigError(
+        ConfigError::invalid(
             "PROJECTOR_INSTANCE",
             format!("{raw:?} is not i/n with 0 <= i < n"),
         )
@@ -87,13 +116,4 @@ fn parse_instance(raw: &str) -> Result<(i32, i32), ConfigError> {
         return Err(bad());
     }
     Ok((i, n))
-}
-
-fn parse<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    env_or(name, default)
-        .parse()
-        .map_err(|e: T::Err| ConfigError(name, e.to_string()))
 }

@@ -1,8 +1,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use platform::env_or;
-
 pub use platform::auth::JwtKey;
 
 #[derive(Clone)]
@@ -48,8 +46,8 @@ impl std::fmt::Debug for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0} is not valid: {1}")]
-    Invalid(&'static str, String),
+    #[error(transparent)]
+    Env(#[from] platform::config::EnvError),
     #[error("set HIE_JWT_SECRET (HS256) or HIE_JWT_PUBLIC_KEY_FILE (RS256)")]
     NoJwtKey,
     #[error(transparent)]
@@ -58,36 +56,54 @@ pub enum ConfigError {
     Tls(#[from] platform::tls::TlsError),
 }
 
+/// The variables the query API reads (`platform::config`), with their defaults.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Env {
+    query_http_addr: String,
+    database_url: String,
+    kafka_brokers: String,
+    query_audit_timeout_ms: u64,
+    break_glass_ttl_seconds: u64,
+    hie_bootstrap_admin: Option<String>,
+    hie_operator_org: String,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            query_http_addr: "127.0.0.1:8080".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/hie".into(),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            query_audit_timeout_ms: 5000,
+            break_glass_ttl_seconds: 86_400,
+            hie_bootstrap_admin: None,
+            hie_operator_org: "hie".into(),
+        }
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let jwt = JwtKey::from_env().map_err(|e| match e {
             platform::auth::JwtKeyError::NotSet => ConfigError::NoJwtKey,
             other => ConfigError::Jwt(other),
         })?;
-        let http_addr: SocketAddr = env_or("QUERY_HTTP_ADDR", "127.0.0.1:8080")
-            .parse()
-            .map_err(|e: std::net::AddrParseError| {
-                ConfigError::Invalid("QUERY_HTTP_ADDR", e.to_string())
-            })?;
+        let env: Env = platform::config::from_env()?;
+        let http_addr = platform::config::addr("QUERY_HTTP_ADDR", &env.query_http_addr)?;
         let tls = platform::tls::TlsFiles::from_env("QUERY")?;
         platform::tls::require_beyond_loopback("the query API", "QUERY", http_addr, tls.is_some())?;
         Ok(Config {
             http_addr,
             tls,
-            database_url: env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hie"),
+            database_url: env.database_url,
             jwt,
             min_position_timeout: Duration::from_secs(5),
-            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
-            audit_timeout: Duration::from_millis(seconds("QUERY_AUDIT_TIMEOUT_MS", "5000")?),
-            break_glass_ttl: Duration::from_secs(seconds("BREAK_GLASS_TTL_SECONDS", "86400")?),
-            bootstrap_admin: Some(env_or("HIE_BOOTSTRAP_ADMIN", "")).filter(|s| !s.is_empty()),
-            operator_org: env_or("HIE_OPERATOR_ORG", "hie").trim().to_string(),
+            kafka_brokers: env.kafka_brokers,
+            audit_timeout: Duration::from_millis(env.query_audit_timeout_ms),
+            break_glass_ttl: Duration::from_secs(env.break_glass_ttl_seconds),
+            bootstrap_admin: env.hie_bootstrap_admin.map(|s| s.trim().to_string()),
+            operator_org: env.hie_operator_org.trim().to_string(),
         })
     }
-}
-
-fn seconds(name: &'static str, default: &str) -> Result<u64, ConfigError> {
-    env_or(name, default)
-        .parse()
-        .map_err(|e: std::num::ParseIntError| ConfigError::Invalid(name, e.to_string()))
 }
