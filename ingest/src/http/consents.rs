@@ -108,6 +108,14 @@ pub async fn post_consent(
         }
     };
     let Json(req) = body.map_err(ApiError::from_json)?;
+    super::refuse_control_characters(&[
+        ("organization_id", &req.organization_id),
+        (
+            "patient.assigning_authority",
+            &req.patient.assigning_authority,
+        ),
+        ("patient.mrn", &req.patient.mrn),
+    ])?;
     let org = req.organization_id.trim().to_string();
     if org.is_empty() {
         return Err(ApiError::BadRequest(

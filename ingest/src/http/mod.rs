@@ -77,3 +77,19 @@ async fn overloaded(_: tower::BoxError) -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+/// A consent or a source registration is refused whole (400) when a field holds a control
+/// character FHIR forbids: stored, it would be refused by the views (and a consent set aside
+/// withholds its patient's data). The error names the field, never the value.
+pub(crate) fn refuse_control_characters(fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    match fields
+        .iter()
+        .find(|(_, value)| value.chars().any(crate::fhir::control::forbidden))
+    {
+        Some((field, _)) => Err(ApiError::BadRequest(
+            "invalid_body",
+            format!("{field} holds a control character (U+0000-U+001F other than tab, CR, LF)"),
+        )),
+        None => Ok(()),
+    }
+}

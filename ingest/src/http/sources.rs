@@ -107,6 +107,14 @@ pub async fn put_source(
             "source ids are 1-64 of [A-Za-z0-9._-]".into(),
         ));
     }
+    super::refuse_control_characters(&[
+        ("name", &req.name),
+        ("organization_id", &req.organization_id),
+        ("assigning_authority", &req.assigning_authority),
+    ])?;
+    for (i, element) in req.data_elements.iter().enumerate() {
+        super::refuse_control_characters(&[(&format!("data_elements[{i}]"), element)])?;
+    }
     for (field, value) in [
         ("name", &req.name),
         ("organization_id", &req.organization_id),

@@ -595,3 +595,52 @@ async fn a_64_mib_ndjson_body_is_published_in_chunks_in_flat_memory() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// A consent or a registration naming a NUL is refused at the door (400 naming the field): a
+/// consent the views cannot store would withhold the patient's data until an operator acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consents_and_registrations_with_control_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let consent = |mrn: &str| {
+        serde_json::json!({
+            "patient": {"assigning_authority": "urn:oid:1.2.3.4242", "mrn": mrn},
+            "organization_id": "*", "decision": "deny", "method": "written"
+        })
+    };
+    let r = app
+        .http
+        .post(format!("{}/v1/consents", app.ingest))
+        .bearer_auth(app.admin())
+        .json(&consent("C\u{0}1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("patient.mrn"),
+        "{body}"
+    );
+    let r = app
+        .http
+        .put(format!("{}/v1/sources/nul-src", app.ingest))
+        .bearer_auth(app.admin())
+        .json(
+            &serde_json::json!({"name": "Bad\u{7}Name", "organization_id": "org-x",
+                                   "feed": "batch", "assigning_authority": "urn:oid:1.2"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    // The same consent without the NUL is taken.
+    let r = app
+        .http
+        .post(format!("{}/v1/consents", app.ingest))
+        .bearer_auth(app.admin())
+        .json(&consent("C1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+}
