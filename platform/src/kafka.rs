@@ -121,6 +121,16 @@ pub fn producer(
             "message.timeout.ms",
             delivery_timeout.as_millis().to_string(),
         )
+        // A produce request gets the whole delivery timeout, not the 10 s of other requests: one
+        // that times out makes librdkafka bump the producer's epoch on its own, and Tansu 0.6's
+        // SQLite storage dies on the next produce (lite.rs:503); a slow broker is not a dead one.
+        .set(
+            "socket.timeout.ms",
+            delivery_timeout
+                .max(Duration::from_secs(10))
+                .as_millis()
+                .to_string(),
+        )
         .create()?;
     Ok(producer)
 }
