@@ -15,7 +15,7 @@ use crate::auth::{Role, User};
 
 #[derive(Clone, Default)]
 pub struct Accounts {
-    by_id: Arc<RwLock<HashMap<String, AccountRecorded>>>,
+    by_id: Arc<RwLock<Registry>>,
     /// The HIE operator's organization (`HIE_OPERATOR_ORG`): its admins manage every organization.
     operator_org: String,
     caught_up: Arc<AtomicBool>,
@@ -100,25 +100,27 @@ impl Accounts {
 
     /// Apply an event in log order (first email wins, see `record`).
     pub fn apply(&self, event: AccountRecorded) {
-        record(&mut self.by_id.write().expect("accounts lock"), event);
+        self.by_id.write().expect("accounts lock").record(event);
     }
 
     /// The user id holding `email`, if any.
     pub fn email_holder(&self, email: &str) -> Option<String> {
-        holder(&self.by_id.read().expect("accounts lock"), email)
+        self.by_id.read().expect("accounts lock").holder(email)
     }
 
     pub fn get(&self, user_id: &str) -> Option<AccountRecorded> {
         self.by_id
             .read()
             .expect("accounts lock")
+            .by_id
             .get(user_id)
             .cloned()
     }
 
     pub fn list(&self, organization: Option<&str>) -> Vec<AccountRecorded> {
-        let map = self.by_id.read().expect("accounts lock");
-        let mut out: Vec<_> = map
+        let registry = self.by_id.read().expect("accounts lock");
+        let mut out: Vec<_> = registry
+            .by_id
             .values()
             .filter(|a| organization.is_none_or(|o| a.organization_id == o))
             .cloned()
@@ -181,7 +183,7 @@ impl Accounts {
 /// The registry's state as replayed from the log: built aside on a replay, then swapped in.
 #[derive(Default)]
 pub struct Replayed {
-    by_id: HashMap<String, AccountRecorded>,
+    registry: Registry,
     /// The next offset not applied.
     next_offset: i64,
 }
@@ -191,12 +193,12 @@ impl crate::kafka::Replica for Accounts {
     type State = Replayed;
 
     fn apply_to(state: &mut Replayed, event: AccountRecorded, offset: i64) {
-        record(&mut state.by_id, event);
+        state.registry.record(event);
         state.next_offset = state.next_offset.max(offset + 1);
     }
 
     fn install(&self, state: Replayed) {
-        *self.by_id.write().expect("accounts lock") = state.by_id;
+        *self.by_id.write().expect("accounts lock") = state.registry;
         self.applied_up_to
             .store(state.next_offset, Ordering::Release);
         self.caught_up.store(true, Ordering::Release);
@@ -208,20 +210,38 @@ impl crate::kafka::Replica for Accounts {
     }
 }
 
-/// Apply an event in log order. An email already held by another account (compared
-/// case-insensitively) is refused here too, so every reader of the log agrees on the winner.
-fn record(map: &mut HashMap<String, AccountRecorded>, event: AccountRecorded) {
-    if holder(map, &event.email).is_some_and(|id| id != event.user_id) {
-        tracing::warn!(user = %event.user_id, "account event refused: email already in use");
-        return;
-    }
-    map.insert(event.user_id.clone(), event);
+/// Accounts by id, and who holds each email (ASCII case folded): a replay of n events costs
+/// O(n), not a scan of every account per event.
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, AccountRecorded>,
+    by_email: HashMap<String, String>,
 }
 
-fn holder(map: &HashMap<String, AccountRecorded>, email: &str) -> Option<String> {
-    map.values()
-        .find(|a| a.email.eq_ignore_ascii_case(email))
-        .map(|a| a.user_id.clone())
+impl Registry {
+    /// Apply an event in log order. An email already held by another account (compared
+    /// case-insensitively) is refused here too, so every reader of the log agrees on the winner.
+    fn record(&mut self, event: AccountRecorded) {
+        let email = event.email.to_ascii_lowercase();
+        if self
+            .by_email
+            .get(&email)
+            .is_some_and(|id| *id != event.user_id)
+        {
+            tracing::warn!(user = %event.user_id, "account event refused: email already in use");
+            return;
+        }
+        if let Some(previous) = self.by_id.get(&event.user_id) {
+            // The address it leaves is free for others.
+            self.by_email.remove(&previous.email.to_ascii_lowercase());
+        }
+        self.by_email.insert(email, event.user_id.clone());
+        self.by_id.insert(event.user_id.clone(), event);
+    }
+
+    fn holder(&self, email: &str) -> Option<String> {
+        self.by_email.get(&email.to_ascii_lowercase()).cloned()
+    }
 }
 
 /// A query answered fresh for every caller, run once for a crowd: callers queue (fairly) for one
@@ -388,6 +408,14 @@ mod tests {
         a.apply(account("u2", "SAME@example.org", "o", &["nurse"], true));
         assert!(a.get("u2").is_none());
         assert_eq!(a.email_holder("Same@Example.org").as_deref(), Some("u1"));
+        // An address an account leaves is free; the one it takes is no longer.
+        a.apply(account("u1", "new@example.org", "o", &["nurse"], true));
+        assert_eq!(a.email_holder("same@example.org"), None);
+        a.apply(account("u2", "Same@example.org", "o", &["nurse"], true));
+        assert_eq!(a.email_holder("SAME@EXAMPLE.ORG").as_deref(), Some("u2"));
+        a.apply(account("u2", "New@Example.org", "o", &["nurse"], true));
+        assert_eq!(a.get("u2").unwrap().email, "Same@example.org");
+        assert_eq!(a.email_holder("new@example.org").as_deref(), Some("u1"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -697,11 +697,11 @@ async fn a_disabled_account_stays_refused_while_the_registry_replays_after_a_rec
     }
 
     // Between the account's "active" and its "disabled", enough of the log that a replay takes
-    // a while: 10,000 other accounts, produced straight to the topic.
+    // a while: 20,000 other accounts, produced straight to the topic.
     let producer: FutureProducer =
         platform::kafka::producer(&broker.address(), Duration::from_secs(30)).unwrap();
     let mut deliveries = Vec::new();
-    for i in 0..10_000 {
+    for i in 0..20_000 {
         let event = schemas::AccountRecorded {
             event_id: uuid::Uuid::new_v4().to_string(),
             at: schemas::now_micros(),
