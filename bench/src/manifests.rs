@@ -57,6 +57,34 @@ impl Project {
     }
 }
 
+fn is_field(s: &str) -> bool {
+    !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The fields of every `struct Env { .. }` in `src`, as the environment variables they stand for.
+fn env_struct_fields(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in src.lines() {
+        let line = line.trim();
+        if line.starts_with("struct Env {") || line.starts_with("pub struct Env {") {
+            inside = true;
+        } else if inside && line.starts_with('}') {
+            inside = false;
+        } else if inside {
+            if let Some((field, _)) = line.split_once(':') {
+                if is_field(field) {
+                    out.push(field.to_uppercase());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn string_literals(src: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = src;
@@ -183,11 +211,26 @@ impl Project {
             if source.contains("JwtKey::from_env") {
                 reads.insert("HIE_JWT_SECRET".into());
             }
+            // The variables a process reads through `platform::config`: the fields of its
+            // `struct Env`, upper-cased (envy's mapping).
+            for var in env_struct_fields(&source) {
+                env.insert(var.clone());
+                reads.insert(var);
+            }
             // tracing-subscriber's EnvFilter reads RUST_LOG (platform::telemetry).
             if platform.contains("from_default_env") {
                 env.insert("RUST_LOG".into());
             }
             for line in source.lines() {
+                // An `Env` default: `ingest_http_addr: "127.0.0.1:8081".into(),`.
+                if let Some((field, rest)) = line.trim().split_once(": \"") {
+                    let port = rest.split('"').next().and_then(|a| a.rsplit(':').next());
+                    if field.ends_with("_addr") && is_field(field) {
+                        if let Some(port) = port.and_then(|p| p.parse().ok()) {
+                            p.addr_ports.insert(field.to_uppercase(), port);
+                        }
+                    }
+                }
                 let lits = string_literals(line);
                 if let (Some(var), Some(addr)) = (
                     lits.iter().find(|l| is_env_name(l) && l.ends_with("_ADDR")),

@@ -43,6 +43,9 @@ pub enum ConfigError {
     Tls(#[from] platform::tls::TlsError),
 }
 
+/// The certificate and key (PEM) of ingest's HTTP and MLLP listeners.
+const TLS_VARS: (&str, &str) = ("INGEST_TLS_CERT", "INGEST_TLS_KEY");
+
 /// The variables ingest reads (`platform::config`), with their defaults.
 #[derive(serde::Deserialize)]
 #[serde(default)]
@@ -95,15 +98,15 @@ impl Config {
             "off" => None,
             raw => Some(addr("INGEST_MLLP_ADDR", raw)?),
         };
-        let tls = platform::tls::TlsFiles::from_env("INGEST")?;
+        let tls = platform::tls::TlsFiles::from_env(TLS_VARS.0, TLS_VARS.1)?;
         platform::tls::require_beyond_loopback(
             "ingest's HTTP",
-            "INGEST",
+            TLS_VARS,
             http_addr,
             tls.is_some(),
         )?;
         if let Some(addr) = mllp_addr {
-            platform::tls::require_beyond_loopback("ingest's MLLP", "INGEST", addr, tls.is_some())?;
+            platform::tls::require_beyond_loopback("ingest's MLLP", TLS_VARS, addr, tls.is_some())?;
         }
         let limits = Limits {
             mllp_max_frame_bytes: at_least_one(

@@ -41,12 +41,13 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error(
         "{what} listens on {addr}, beyond loopback, without TLS: PHI must be encrypted in transit \
-         (set {prefix}_TLS_CERT and {prefix}_TLS_KEY, or bind to 127.0.0.1)"
+         (set {cert_var} and {key_var}, or bind to 127.0.0.1)"
     )]
     PlainBeyondLoopback {
         what: &'static str,
         addr: SocketAddr,
-        prefix: &'static str,
+        cert_var: &'static str,
+        key_var: &'static str,
     },
 }
 
@@ -58,10 +59,10 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// `<PREFIX>_TLS_CERT` and `<PREFIX>_TLS_KEY`: both, or neither (no TLS).
-    pub fn from_env(prefix: &str) -> Result<Option<TlsFiles>, TlsError> {
+    /// The files the variables `cert_var` and `key_var` name: both, or neither (no TLS).
+    pub fn from_env(cert_var: &str, key_var: &str) -> Result<Option<TlsFiles>, TlsError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (cert_var, key_var) = (format!("{prefix}_TLS_CERT"), format!("{prefix}_TLS_KEY"));
+        let (cert_var, key_var) = (cert_var.to_string(), key_var.to_string());
         match (var(&cert_var), var(&key_var)) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert: cert.into(),
@@ -128,16 +129,22 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// A listener beyond loopback must use TLS; on loopback it may (the dev stack and the tests).
+/// `vars` are the certificate's and the key's variables, for the error.
 pub fn require_beyond_loopback(
     what: &'static str,
-    prefix: &'static str,
+    vars: (&'static str, &'static str),
     addr: SocketAddr,
     tls: bool,
 ) -> Result<(), TlsError> {
     if tls || addr.ip().is_loopback() {
         Ok(())
     } else {
-        Err(TlsError::PlainBeyondLoopback { what, addr, prefix })
+        Err(TlsError::PlainBeyondLoopback {
+            what,
+            addr,
+            cert_var: vars.0,
+            key_var: vars.1,
+        })
     }
 }
 
@@ -319,10 +326,11 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let v6: SocketAddr = "[::1]:8080".parse().unwrap();
-        assert!(require_beyond_loopback("ingest HTTP", "INGEST", lo, false).is_ok());
-        assert!(require_beyond_loopback("ingest HTTP", "INGEST", v6, false).is_ok());
-        assert!(require_beyond_loopback("ingest HTTP", "INGEST", any, true).is_ok());
-        let e = require_beyond_loopback("ingest HTTP", "INGEST", any, false).unwrap_err();
+        const V: (&str, &str) = ("INGEST_TLS_CERT", "INGEST_TLS_KEY");
+        assert!(require_beyond_loopback("ingest HTTP", V, lo, false).is_ok());
+        assert!(require_beyond_loopback("ingest HTTP", V, v6, false).is_ok());
+        assert!(require_beyond_loopback("ingest HTTP", V, any, true).is_ok());
+        let e = require_beyond_loopback("ingest HTTP", V, any, false).unwrap_err();
         assert!(e.to_string().contains("INGEST_TLS_CERT"), "{e}");
     }
 

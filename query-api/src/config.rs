@@ -91,8 +91,13 @@ impl Config {
         })?;
         let env: Env = platform::config::from_env()?;
         let http_addr = platform::config::addr("QUERY_HTTP_ADDR", &env.query_http_addr)?;
-        let tls = platform::tls::TlsFiles::from_env("QUERY")?;
-        platform::tls::require_beyond_loopback("the query API", "QUERY", http_addr, tls.is_some())?;
+        let tls = platform::tls::TlsFiles::from_env("QUERY_TLS_CERT", "QUERY_TLS_KEY")?;
+        platform::tls::require_beyond_loopback(
+            "the query API",
+            ("QUERY_TLS_CERT", "QUERY_TLS_KEY"),
+            http_addr,
+            tls.is_some(),
+        )?;
         Ok(Config {
             http_addr,
             tls,
