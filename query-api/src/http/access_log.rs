@@ -24,20 +24,32 @@ pub async fn access_log(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let patient = known_patient(&state, &id).await?;
-    let permitted = state.accounts.is_operator(&user)
-        || ((user.has(Role::PrivacyOfficer) || user.has(Role::Admin))
-            && db::organization_holds(&state.pool, patient, &user.org).await?);
-    if !permitted {
-        return Err(ApiError::Forbidden(
-            "not_permitted",
-            "only a privacy officer or an admin of an organization holding this patient's data",
-            None,
-        ));
+    if !oversees(&state, &user, patient).await? {
+        return Err(NOT_PERMITTED);
     }
     Ok(Json(
         json!({"entries": db::access_log(&state.pool, patient).await?}),
     ))
 }
+
+/// Whether `user` oversees `patient`'s privacy: a privacy officer or an admin of an organization
+/// holding the patient's data, or an admin of the HIE operator. Shared by the access log and the
+/// consent history.
+pub(super) async fn oversees(
+    state: &AppState,
+    user: &platform::auth::User,
+    patient: uuid::Uuid,
+) -> Result<bool, ApiError> {
+    Ok(state.accounts.is_operator(user)
+        || ((user.has(Role::PrivacyOfficer) || user.has(Role::Admin))
+            && db::organization_holds(&state.pool, patient, &user.org).await?))
+}
+
+pub(super) const NOT_PERMITTED: ApiError = ApiError::Forbidden(
+    "not_permitted",
+    "only a privacy officer or an admin of an organization holding this patient's data",
+    None,
+);
 
 #[derive(Debug, Deserialize)]
 pub struct ReportParams {

@@ -29,11 +29,7 @@ pub async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let patient = known_patient(&state, &id).await?;
     let role = user.role_for(|r| matches!(r, Role::PrivacyOfficer | Role::Admin));
-    let permitted = match role {
-        Some(_) if state.accounts.is_operator(&user) => true,
-        Some(_) => db::organization_holds(&state.pool, patient, &user.org).await?,
-        None => false,
-    };
+    let permitted = super::access_log::oversees(&state, &user, patient).await?;
     let access = |outcome: &str, returned: usize| Access {
         user: &user,
         role: role.unwrap_or_else(|| user.primary_role()),
@@ -49,11 +45,7 @@ pub async fn history(
             .auditor
             .access(access("refused:not_permitted", 0))
             .await?;
-        return Err(ApiError::Forbidden(
-            "not_permitted",
-            "only a privacy officer or an admin of an organization holding this patient's data",
-            None,
-        ));
+        return Err(super::access_log::NOT_PERMITTED);
     }
     let entries = db::consent_history(&state.pool, patient).await?;
     let now = SystemTime::now();
