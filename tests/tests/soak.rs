@@ -318,6 +318,8 @@ async fn writer(load: Arc<Load>, w: usize) {
             )
             .await
         else {
+            // Counted once; no error loop against a stack that is down.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
         for (mrn, ids) in mrns.into_iter().zip(ids) {
