@@ -50,12 +50,12 @@ running_exe() {
 	readlink "/proc/$pid/exe" 2>/dev/null
 }
 
-# Records <pid> as <name>'s and waits (up to 5 s) until that process runs <name>: right after
-# `cmd &`, /proc still shows the forked shell, not yet the program it execs.
+# Records <pid> as <name>'s and waits (up to 30 s: a loaded machine is slow to fork and exec) until
+# that process runs <name>: right after `cmd &`, /proc still shows the forked shell.
 record_pid() { # name pid
 	local i
 	echo "$2" >"$(pid_file "$1")"
-	for ((i = 0; i < 50; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		live_pid "$1" >/dev/null && return 0
 		kill -0 "$2" 2>/dev/null || return 0
 		sleep 0.1
@@ -129,7 +129,10 @@ start_tansu() { # port storage-url
 	record_pid tansu $!
 	for ((i = 0; i < 60; i++)); do
 		tcp_open 127.0.0.1 "$port" && return 0
-		live_pid tansu >/dev/null || { tail -n 30 "$LOG_DIR/tansu.log" >&2; die "tansu exited"; }
+		kill -0 "$(<"$(pid_file tansu)")" 2>/dev/null || {
+			tail -n 30 "$LOG_DIR/tansu.log" >&2
+			die "tansu exited"
+		}
 		sleep 1
 	done
 	tail -n 30 "$LOG_DIR/tansu.log" >&2
