@@ -181,20 +181,7 @@ async fn apply(
         let outcome = match isolation {
             Isolation::Batch => apply_event(&tx, e, &mut state, &mut applied).await,
             Isolation::PerEvent => {
-                tx.batch_execute("SAVEPOINT event").await?;
-                let mut outcome = apply_event(&tx, e, &mut state, &mut applied).await;
-                if outcome.is_ok() {
-                    outcome = flush(&tx, &mut state.queued).await.map_err(EventError::Db);
-                }
-                if outcome.is_ok() {
-                    tx.batch_execute("RELEASE SAVEPOINT event").await?;
-                } else {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT event").await?;
-                    // What the rolled-back event wrote is gone: so are the patients it resolved.
-                    state.queued.clear();
-                    state.known_patients.0.clear();
-                }
-                outcome
+                apply_in_savepoint(&tx, "event", e, &mut state, &mut applied).await?
             }
         };
         match outcome {
@@ -295,6 +282,33 @@ async fn apply_event(
         }
         _ => Ok(()),
     }
+}
+
+/// Applies `e` and writes it at once, inside savepoint `name`: kept when it applies, rolled back
+/// (with what the batch remembered of it) when it does not. The outer error is the savepoint's own.
+async fn apply_in_savepoint(
+    tx: &Transaction<'_>,
+    name: &str,
+    e: &Envelope,
+    state: &mut BatchState,
+    applied: &mut Applied,
+) -> Result<Result<(), EventError>, tokio_postgres::Error> {
+    tx.batch_execute(&format!("SAVEPOINT {name}")).await?;
+    let mut outcome = apply_event(tx, e, state, applied).await;
+    if outcome.is_ok() {
+        outcome = flush(tx, &mut state.queued).await.map_err(EventError::Db);
+    }
+    if outcome.is_ok() {
+        tx.batch_execute(&format!("RELEASE SAVEPOINT {name}"))
+            .await?;
+    } else {
+        tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))
+            .await?;
+        // What the rolled-back event wrote is gone: so are the patients it resolved.
+        state.queued.clear();
+        state.known_patients.0.clear();
+    }
+    Ok(outcome)
 }
 
 /// The event type a message claims by its writer schema, for the quarantine list.
@@ -398,16 +412,18 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
         key: row.get(0),
         payload,
     };
-    tx.batch_execute("SAVEPOINT reapply").await?;
     let mut state = BatchState::default();
     let mut ignored = Applied::default();
-    let mut outcome = Box::pin(apply_event(tx, &e, &mut state, &mut ignored)).await;
-    if outcome.is_ok() {
-        outcome = flush(tx, &mut state.queued).await.map_err(EventError::Db);
-    }
+    let outcome = Box::pin(apply_in_savepoint(
+        tx,
+        "reapply",
+        &e,
+        &mut state,
+        &mut ignored,
+    ))
+    .await?;
     match outcome {
         Ok(()) => {
-            tx.batch_execute("RELEASE SAVEPOINT reapply").await?;
             tx.execute(
                 &tx.prepare_cached(
                     "UPDATE quarantine SET status = 'reapplied', resolved_at = $4, resolved_by = $5
@@ -428,7 +444,6 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
         }
         Err(EventError::Db(db)) if !is_event_fault(&db) => return Err(EventError::Db(db)),
         Err(fault) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT reapply").await?;
             tx.execute(
                 &tx.prepare_cached(
                     "UPDATE quarantine SET attempts = attempts + 1, error = $4
