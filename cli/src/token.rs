@@ -7,7 +7,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 /// The roles the contract knows (API.md, "Identity of callers"); anything else is a typo.
-pub const ROLES: [&str; 11] = [
+pub const ROLES: [&str; 12] = [
     "physician",
     "resident",
     "physician_assistant",
@@ -18,6 +18,7 @@ pub const ROLES: [&str; 11] = [
     "care_manager",
     "front_desk",
     "privacy_officer",
+    "data_steward",
     "admin",
 ];
 

@@ -19,11 +19,12 @@ pub enum Role {
     CareManager,
     FrontDesk,
     PrivacyOfficer,
+    DataSteward,
     Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 11] = [
+    pub const ALL: [Role; 12] = [
         Role::Physician,
         Role::Resident,
         Role::PhysicianAssistant,
@@ -34,6 +35,7 @@ impl Role {
         Role::CareManager,
         Role::FrontDesk,
         Role::PrivacyOfficer,
+        Role::DataSteward,
         Role::Admin,
     ];
 
@@ -49,14 +51,19 @@ impl Role {
             Role::CareManager => "care_manager",
             Role::FrontDesk => "front_desk",
             Role::PrivacyOfficer => "privacy_officer",
+            Role::DataSteward => "data_steward",
             Role::Admin => "admin",
         }
     }
 
     /// Roles that see clinical data under a consent: the care team. Front desk staff, privacy
-    /// officers and administrators see demographics, consent status and audit data only.
+    /// officers and administrators see demographics, consent status and audit data only; data
+    /// stewards (who link patients' identities) demographics only.
     pub fn reads_clinical_data(self) -> bool {
-        !matches!(self, Role::FrontDesk | Role::PrivacyOfficer | Role::Admin)
+        !matches!(
+            self,
+            Role::FrontDesk | Role::PrivacyOfficer | Role::DataSteward | Role::Admin
+        )
     }
 
     /// Roles that may break the glass (DOMAIN.md).
