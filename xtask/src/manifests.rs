@@ -1,4 +1,4 @@
-//! The deploy manifest check (`deploy/check-manifests`, and `bench/tests/manifests.rs` so that
+//! The deploy manifest check (`deploy/check-manifests`, and `xtask/tests/manifests.rs` so that
 //! `tests/run` covers it): every YAML and JSON file under `deploy/compose` and `deploy/k8s` parses,
 //! and the manifests name only images, binaries, environment variables, ports and metrics the
 //! project has. What the project has is read from its source, not listed here: the workspace's

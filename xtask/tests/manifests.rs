@@ -1,11 +1,12 @@
-//! `deploy/check-manifests` as a test, so `tests/run` (cargo nextest) covers the deploy manifests.
+//! `deploy/check-manifests` (`cargo xtask check-manifests`) as a test, so `tests/run` (cargo
+//! nextest) covers the deploy manifests.
 
 use std::path::Path;
 
 #[test]
 fn deploy_manifests_name_only_what_the_project_has() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let problems = bench::manifests::check(&root);
+    let problems = xtask::manifests::check(&root);
     assert!(
         problems.is_empty(),
         "deploy manifests:\n{}",
@@ -16,7 +17,7 @@ fn deploy_manifests_name_only_what_the_project_has() {
 #[test]
 fn the_check_reads_the_project_from_its_source() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let p = bench::manifests::Project::read(&root).unwrap();
+    let p = xtask::manifests::Project::read(&root).unwrap();
     for b in ["ingest", "projector", "query-api"] {
         assert!(p.binaries.contains_key(b), "{b}: {:?}", p.binaries.keys());
     }
@@ -34,7 +35,7 @@ fn the_check_finds_what_the_project_does_not_have() {
     let tmp = std::env::temp_dir().join(format!("hie-manifests-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     copy(&root, &tmp, &["Cargo.toml"]);
-    for m in bench::manifests::workspace_members(&root).unwrap() {
+    for m in xtask::manifests::workspace_members(&root).unwrap() {
         copy_dir(&root.join(&m), &tmp.join(&m), &["src", "Cargo.toml"]);
     }
     copy_dir(
@@ -84,7 +85,7 @@ fn the_check_finds_what_the_project_does_not_have() {
         "query-api:8080",
         "query-api:9090",
     );
-    let problems = bench::manifests::check(&tmp).join("\n");
+    let problems = xtask::manifests::check(&tmp).join("\n");
     let _ = std::fs::remove_dir_all(&tmp);
     for expected in [
         "INGEST_HTTP_ADDR=0.0.0.0:8082 is not ingest's port 8081",
