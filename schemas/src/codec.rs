@@ -142,7 +142,10 @@ pub fn codec_sets() -> Vec<(&'static str, &'static SchemaSet)> {
         (AccessRecorded::NAME, AccessRecorded::schemas()),
         (BreakGlassRecorded::NAME, BreakGlassRecorded::schemas()),
         (AccountRecorded::NAME, AccountRecorded::schemas()),
+        (ClientRegistered::NAME, ClientRegistered::schemas()),
+        (CredentialRecorded::NAME, CredentialRecorded::schemas()),
         (PatientMerged::NAME, PatientMerged::schemas()),
+        (IdentityDecided::NAME, IdentityDecided::schemas()),
         (
             DeadLetterResubmitted::NAME,
             DeadLetterResubmitted::schemas(),

@@ -155,6 +155,33 @@ pub struct AccountRecorded {
 }
 avro_event!(AccountRecorded, "account_recorded", ["v1"]);
 
+/// An EHR client of the FHIR API (SMART Backend Services, `hie.clients`): its organization,
+/// public keys and allowed scopes; the whole current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRegistered {
+    pub event_id: String,
+    pub at: i64,
+    pub client_id: String,
+    pub organization_id: String,
+    pub jwks_json: String,
+    pub scopes: Vec<String>,
+    pub active: bool,
+    pub recorded_by: String,
+}
+avro_event!(ClientRegistered, "client_registered", ["v1"]);
+
+/// A portal sign-in or password event (`hie.credentials`): no password, no hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialRecorded {
+    pub event_id: String,
+    pub at: i64,
+    pub user_id: String,
+    pub action: String,
+    pub by: String,
+    pub detail: String,
+}
+avro_event!(CredentialRecorded, "credential_recorded", ["v1"]);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatientMerged {
     pub event_id: String,
@@ -208,5 +235,68 @@ avro_event!(
 impl QuarantineReapplyRequested {
     pub fn key(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+/// What the master patient index decided (`IdentityDecided`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityAction {
+    NewPerson,
+    Updated,
+    Link,
+    Review,
+    NotAMatch,
+    Unlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldComparison {
+    pub field: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchCandidate {
+    pub identity: PatientIdentity,
+    pub score: f64,
+    pub comparison: Vec<FieldComparison>,
+}
+
+/// Normalised demographics, as the matcher compared them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatchFeatures {
+    pub given: Option<String>,
+    pub family: Option<String>,
+    pub former_family: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+    pub street: Option<String>,
+    pub postal_code: Option<String>,
+    pub phone: Option<String>,
+    pub ssn: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityDecided {
+    pub event_id: String,
+    pub decided_at: i64,
+    pub action: IdentityAction,
+    pub identity: PatientIdentity,
+    pub other: Option<PatientIdentity>,
+    pub decided_by: String,
+    pub decider_role: String,
+    pub score: Option<f64>,
+    pub candidates: Vec<MatchCandidate>,
+    pub features: Option<MatchFeatures>,
+    pub model: Option<String>,
+    pub source_partition: Option<i32>,
+    pub source_offset: Option<i64>,
+}
+avro_event!(IdentityDecided, "identity_decided", ["v1"]);
+
+impl IdentityDecided {
+    pub fn key(&self) -> String {
+        self.identity.key()
     }
 }

@@ -50,7 +50,30 @@ pub const ACCOUNTS: TopicSpec = TopicSpec {
     partitions: 1,
 };
 
-pub const ALL: [&TopicSpec; 7] = [
+/// Portal sign-ins and password events (`CredentialRecorded`), keyed by user id. Not in `ALL`:
+/// only the query API writes it and no view is derived from it (the projector skips it); the
+/// query API creates it.
+pub const CREDENTIALS: TopicSpec = TopicSpec {
+    name: "hie.credentials",
+    partitions: 1,
+};
+
+/// EHR clients (`ClientRegistered`), keyed by client id; one partition, applied in one order.
+/// Not in `ALL`: only the query API writes and follows it (no view is derived from it); the
+/// query API creates it.
+pub const CLIENTS: TopicSpec = TopicSpec {
+    name: "hie.clients",
+    partitions: 1,
+};
+
+/// The master patient index's decisions (`IdentityDecided`), keyed by the identity decided on;
+/// one partition, so every reader applies links and unlinks in one order.
+pub const IDENTITY: TopicSpec = TopicSpec {
+    name: "hie.identity",
+    partitions: 1,
+};
+
+pub const ALL: [&TopicSpec; 8] = [
     &RECORDS,
     &CONSENTS,
     &SOURCES,
@@ -58,4 +81,5 @@ pub const ALL: [&TopicSpec; 7] = [
     &ACCESS,
     &BREAK_GLASS,
     &ACCOUNTS,
+    &IDENTITY,
 ];

@@ -97,6 +97,38 @@ fn fastavro_decodes_every_event_type() {
             .unwrap(),
         ),
         (
+            "identity_decided",
+            encode(&IdentityDecided {
+                event_id: "e".into(),
+                decided_at: 1,
+                action: IdentityAction::Link,
+                identity: patient.clone(),
+                other: Some(PatientIdentity {
+                    assigning_authority: "urn:oid:1.3".into(),
+                    mrn: "9".into(),
+                }),
+                decided_by: "matcher".into(),
+                decider_role: "matcher".into(),
+                score: Some(23.5),
+                candidates: vec![MatchCandidate {
+                    identity: patient.clone(),
+                    score: 23.5,
+                    comparison: vec![FieldComparison {
+                        field: "given_name".into(),
+                        level: "nickname".into(),
+                    }],
+                }],
+                features: Some(MatchFeatures {
+                    given: Some("jon".into()),
+                    ..Default::default()
+                }),
+                model: Some("em".into()),
+                source_partition: Some(1),
+                source_offset: Some(7),
+            })
+            .unwrap(),
+        ),
+        (
             "dead_letter_resubmitted",
             encode(&DeadLetterResubmitted {
                 event_id: "e".into(),
@@ -147,7 +179,7 @@ fn fastavro_decodes_every_event_type() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 7);
+    assert_eq!(lines.len(), 8);
     assert_eq!(lines[0]["record"]["patient"]["mrn"], "7");
     assert_eq!(lines[1]["record"]["part2"], true);
     assert_eq!(lines[2]["record"]["index"], 3);
@@ -156,9 +188,16 @@ fn fastavro_decodes_every_event_type() {
     assert_eq!(lines[3]["record"]["data_elements"][0], "Observation");
     assert_eq!(lines[4]["record"]["survivor"]["mrn"], "7");
     assert_eq!(lines[4]["record"]["prior"]["mrn"], "8");
-    assert_eq!(lines[5]["record"]["reason"], "why");
-    assert_eq!(lines[5]["record"]["payload_edited"], true);
-    assert_eq!(lines[6]["record"]["offset"], 7);
-    assert_eq!(lines[6]["record"]["topic"], "hie.consents");
+    assert_eq!(lines[5]["record"]["action"], "link");
+    assert_eq!(lines[5]["record"]["other"]["mrn"], "9");
+    assert_eq!(
+        lines[5]["record"]["candidates"][0]["comparison"][0]["level"],
+        "nickname"
+    );
+    assert_eq!(lines[5]["record"]["features"]["given"], "jon");
+    assert_eq!(lines[6]["record"]["reason"], "why");
+    assert_eq!(lines[6]["record"]["payload_edited"], true);
+    assert_eq!(lines[7]["record"]["offset"], 7);
+    assert_eq!(lines[7]["record"]["topic"], "hie.consents");
     let _ = std::fs::remove_dir_all(&dir);
 }
