@@ -21,6 +21,11 @@ pub enum Role {
     PrivacyOfficer,
     DataSteward,
     Admin,
+    /// An EHR client (SMART Backend Services) reading as its organization. Not a user role:
+    /// not in `ALL` and not deserialized, so no user token or account can claim it; never
+    /// breaks the glass.
+    #[serde(skip)]
+    System,
 }
 
 impl Role {
@@ -53,6 +58,7 @@ impl Role {
             Role::PrivacyOfficer => "privacy_officer",
             Role::DataSteward => "data_steward",
             Role::Admin => "admin",
+            Role::System => "system",
         }
     }
 

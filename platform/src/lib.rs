@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod broker_watch;
+pub mod clients;
 pub mod config;
 pub mod http;
 pub mod kafka;
