@@ -255,18 +255,30 @@ pub async fn consent_unresolved(pool: &Pool, patient: Uuid) -> Result<i64, DbErr
         .get(0))
 }
 
-/// A patient's current records, each with whether it is 42 CFR Part 2 data.
+/// One current record with where and when the HIE got it (for FHIR paging and `_lastUpdated`).
+pub struct RecordRow {
+    pub resource: Value,
+    pub part2: bool,
+    pub source_id: String,
+    /// When the HIE received this version, in microseconds since the epoch.
+    pub received_micros: i64,
+}
+
+/// A patient's current records, each with whether it is 42 CFR Part 2 data, its source and
+/// received time.
 pub async fn records(
     pool: &Pool,
     patient: Uuid,
     resource_type: Option<&str>,
-) -> Result<Vec<(Value, bool)>, DbError> {
+) -> Result<Vec<RecordRow>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
             &client
                 .prepare_cached(
-                    "SELECT resource, sensitivity = 'part2' FROM records
+                    "SELECT resource, sensitivity = 'part2', source_id,
+                            (EXTRACT(EPOCH FROM received_at) * 1000000)::bigint
+                     FROM records
              WHERE patient_id = $1 AND ($2::text IS NULL OR resource_type = $2)
              ORDER BY resource_type, received_at, resource_id",
                 )
@@ -274,7 +286,15 @@ pub async fn records(
             &[&patient, &resource_type],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| RecordRow {
+            resource: r.get(0),
+            part2: r.get(1),
+            source_id: r.get(2),
+            received_micros: r.get(3),
+        })
+        .collect())
 }
 
 /// Whether `user` holds an unexpired Break-the-Glass grant for `patient`.

@@ -48,12 +48,18 @@ pub async fn run(
         config.operator_org.clone(),
     );
     let follower = tokio::spawn(accounts.clone().follow(config.kafka_brokers.clone()));
+    // EHR clients: only the query API writes and follows `hie.clients`.
+    platform::kafka::ensure_topics(&config.kafka_brokers, &[&schemas::topics::CLIENTS]).await?;
+    let clients = platform::clients::Clients::default();
+    let clients_follower = tokio::spawn(clients.clone().follow(config.kafka_brokers.clone()));
     let auditor = audit::Auditor::new(&config.kafka_brokers, config.audit_timeout)?;
     let broker = platform::broker_watch::BrokerWatch::spawn(
         auditor.producer().clone(),
         schemas::topics::ACCESS.name,
     );
     let state = http::AppState {
+        clients,
+        access_tokens: platform::clients::AccessTokens::new(),
         accounts,
         verifier: config.jwt.verifier()?,
         auditor,
@@ -64,5 +70,6 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     let served = platform::tls::serve_http(listener, http::router(state), tls, shutdown).await;
     follower.abort();
+    clients_follower.abort();
     Ok(served?)
 }

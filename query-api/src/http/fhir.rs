@@ -1,10 +1,15 @@
-//! FHIR R4 for EHRs (API.md, "Query API"): `GET /fhir/metadata`, `GET /fhir/Patient/{id}`,
-//! `GET /fhir/{type}?patient={id}`, `GET /fhir/Patient/{id}/$everything`. Clinical reads take the
-//! same path as `/v1/patients/{id}/records` (`records::read_records`: consent, Break-the-Glass,
-//! Part 2, audit); demographics need no consent, as `/v1/patients`. Every error under `/fhir` is
-//! an `OperationOutcome`.
+//! FHIR R4 for EHRs (API.md, "Query API", "EHR clients"): `GET /fhir/metadata`, `GET
+//! /fhir/Patient/{id}`, `GET /fhir/Patient?identifier=...`, `GET /fhir/{type}?patient={id}&...`
+//! (the parameters of `search`), `GET /fhir/Patient/{id}/$everything`, every searchset paged
+//! (`paging`). Callers are users (JWT) or EHR clients (SMART Backend Services access tokens,
+//! limited to their scopes). Clinical reads take the same path as `/v1/patients/{id}/records`
+//! (`records::read_records_where`: consent, Break-the-Glass, Part 2, audit); demographics need no
+//! consent, as `/v1/patients`. Every error under `/fhir` is an `OperationOutcome`; a search
+//! parameter not served is refused, never ignored.
 
+mod paging;
 mod resources;
+mod search;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -17,13 +22,16 @@ use axum::Router;
 use platform::auth::User;
 use serde_json::Value;
 
-use super::caller::Caller;
+use super::caller::FhirActor;
 use super::patients::{covers_part2, find, identifier, non_empty, visible_identifiers};
 use super::position::CaughtUp;
-use super::records::{known_patient, read_records};
+use super::records::{known_patient, read_records_where};
+use super::smart::Scopes;
 use super::{ApiError, AppState};
 use crate::db::{self, PatientSearch};
+use paging::{Cursor, Item, Key, Page};
 use resources::{capability_statement, operation_outcome, patient, searchset, PATIENT_SCOPED};
+use search::{Filter, SearchError};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -31,6 +39,10 @@ const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 pub fn routes() -> Router<AppState> {
     let fhir = Router::new()
         .route("/metadata", get(metadata).fallback(method_not_allowed))
+        .route(
+            "/.well-known/smart-configuration",
+            get(super::oauth::smart_configuration).fallback(method_not_allowed),
+        )
         .route(
             "/Patient",
             get(search_patients).fallback(method_not_allowed),
@@ -57,6 +69,12 @@ pub enum FhirError {
     NotSupported(&'static str),
     /// 400 `required`/`invalid`: a search without its patient, or with conflicting ones.
     BadSearch(&'static str, &'static str),
+    /// 400 `not-supported`: a search parameter this server does not serve (its name).
+    UnsupportedParameter(String),
+    /// 400 `invalid`: a search parameter's value does not parse (its name).
+    InvalidParameter(String),
+    /// 403 `forbidden`: the client's access token has no scope for this.
+    InsufficientScope,
     /// 406: the client accepts only a format other than JSON.
     NotAcceptable,
     /// 404 for a path under `/fhir` that is no FHIR interaction here.
@@ -96,6 +114,36 @@ impl IntoResponse for FhirError {
                 StatusCode::BAD_REQUEST,
                 operation_outcome(issue_type, "invalid_search", what, None),
             ),
+            FhirError::UnsupportedParameter(name) => (
+                StatusCode::BAD_REQUEST,
+                operation_outcome(
+                    "not-supported",
+                    "unsupported_parameter",
+                    &format!(
+                        "search parameter '{}' is not supported here; see GET /fhir/metadata",
+                        printable(name)
+                    ),
+                    None,
+                ),
+            ),
+            FhirError::InvalidParameter(name) => (
+                StatusCode::BAD_REQUEST,
+                operation_outcome(
+                    "invalid",
+                    "invalid_parameter",
+                    &format!("the value of '{}' does not parse", printable(name)),
+                    None,
+                ),
+            ),
+            FhirError::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                operation_outcome(
+                    "forbidden",
+                    "insufficient_scope",
+                    "the access token's scopes do not cover this",
+                    None,
+                ),
+            ),
             FhirError::NotAcceptable => (
                 StatusCode::NOT_ACCEPTABLE,
                 operation_outcome(
@@ -134,6 +182,23 @@ impl IntoResponse for FhirError {
     }
 }
 
+/// A parameter name as a message may quote it: printable ASCII, at most 64 characters.
+fn printable(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+impl From<SearchError> for FhirError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Unsupported(name) => FhirError::UnsupportedParameter(name),
+            SearchError::Invalid(name) => FhirError::InvalidParameter(name),
+        }
+    }
+}
+
 fn fhir_json(status: StatusCode, body: &Value) -> Response {
     (
         status,
@@ -143,15 +208,26 @@ fn fhir_json(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// The caller (`Caller`), its refusals as `OperationOutcome`s.
-struct FhirCaller(User);
+/// The caller (`FhirActor`: a user, or an EHR client with its scopes), its refusals as
+/// `OperationOutcome`s.
+struct FhirCaller(User, Option<Scopes>);
 
 impl FromRequestParts<AppState> for FhirCaller {
     type Rejection = FhirError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FhirError> {
-        let Caller(user) = Caller::from_request_parts(parts, state).await?;
-        Ok(FhirCaller(user))
+        let FhirActor { user, scopes } = FhirActor::from_request_parts(parts, state).await?;
+        Ok(FhirCaller(user, scopes))
+    }
+}
+
+impl FhirCaller {
+    /// 403 unless the caller is a user, or a client whose scopes pass `allowed`.
+    fn require(&self, allowed: impl Fn(&Scopes) -> bool) -> Result<(), FhirError> {
+        match &self.1 {
+            Some(scopes) if !allowed(scopes) => Err(FhirError::InsufficientScope),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -217,6 +293,11 @@ fn json_media(media: &str) -> bool {
 /// The absolute base of `fullUrl`s: the host the client addressed (a proxy's
 /// `X-Forwarded-Proto` honoured), so references resolve from where the client stands.
 fn base_url(headers: &HeaderMap) -> String {
+    format!("{}/fhir", origin(headers))
+}
+
+/// `scheme://host` of the request, as the client addressed it.
+pub(super) fn origin(headers: &HeaderMap) -> String {
     let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
@@ -233,7 +314,7 @@ fn base_url(headers: &HeaderMap) -> String {
         Some("https") => "https",
         _ => "http",
     };
-    format!("{proto}://{host}/fhir")
+    format!("{proto}://{host}")
 }
 
 /// `GET /fhir/metadata`: the CapabilityStatement, served without a token.
@@ -246,12 +327,13 @@ async fn metadata(fhir: Fhir) -> Result<Response, FhirError> {
 async fn read_patient(
     _: Fhir,
     State(state): State<AppState>,
-    FhirCaller(user): FhirCaller,
+    caller: FhirCaller,
     _: FhirCaughtUp,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
+    caller.require(|s| s.may_read("Patient"))?;
     let id = known_patient(&state, &id).await?;
-    let row = demographics(&state, &user, id).await?;
+    let row = demographics(&state, &caller.0, id).await?;
     Ok(fhir_json(StatusCode::OK, &patient(&row)))
 }
 
@@ -275,20 +357,94 @@ async fn demographics(
     Ok(row)
 }
 
+/// `_count` and `_cursor` of a search: how long a page, and which (`None`: the first).
+struct PageParams {
+    count: usize,
+    cursor: Option<Cursor>,
+}
+
+impl PageParams {
+    /// Takes `_count`/`_cursor` (and `_format`, handled by `Fhir`); `Ok(false)` for any other.
+    fn take(&mut self, name: &str, value: &str) -> Result<bool, FhirError> {
+        match name {
+            "_count" => {
+                self.count = value
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| FhirError::InvalidParameter(name.into()))?
+                    .min(paging::MAX_COUNT);
+            }
+            "_cursor" => {
+                self.cursor =
+                    Some(Cursor::decode(value).ok_or(FhirError::InvalidParameter(name.into()))?);
+            }
+            "_format" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn new() -> Self {
+        PageParams {
+            count: paging::DEFAULT_COUNT,
+            cursor: None,
+        }
+    }
+
+    fn cursor(&self) -> Cursor {
+        self.cursor
+            .clone()
+            .unwrap_or_else(|| Cursor::first(schemas::now_micros()))
+    }
+}
+
+/// The searchset of one page: `self`, `first`, `next`, `previous` links over `search_url`
+/// (the search as applied, without paging parameters).
+fn paged_searchset(base: &str, search_url: &str, params: &PageParams, page: Page) -> Value {
+    let sep = if search_url.contains('?') { '&' } else { '?' };
+    let url = |cursor: Option<&Cursor>| match cursor {
+        Some(c) => format!(
+            "{search_url}{sep}_count={}&_cursor={}",
+            params.count,
+            c.encode()
+        ),
+        None => format!("{search_url}{sep}_count={}", params.count),
+    };
+    let mut links = vec![("self", url(params.cursor.as_ref())), ("first", url(None))];
+    if let Some(next) = &page.next {
+        links.push(("next", url(Some(next))));
+    }
+    if let Some(previous) = &page.previous {
+        links.push(("previous", url(Some(previous))));
+    }
+    searchset(base, &links, page.resources, page.total)
+}
+
 /// `GET /fhir/Patient?...`: demographic search, as `/v1/patients` (no consent needed).
 async fn search_patients(
     fhir: Fhir,
     State(state): State<AppState>,
-    FhirCaller(user): FhirCaller,
+    caller: FhirCaller,
     _: FhirCaughtUp,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, FhirError> {
+    caller.require(|s| s.may_search("Patient"))?;
+    let user = &caller.0;
     let Ok(Query(params)) = params else {
         return Err(FhirError::BadSearch(
             "invalid",
             "the query string is malformed",
         ));
     };
+    let mut paging = PageParams::new();
+    for (name, value) in &params {
+        let served = resources::PATIENT_SEARCH_PARAMS
+            .iter()
+            .any(|(n, _, _)| n == name);
+        if !served && !paging.take(name, value)? {
+            return Err(FhirError::UnsupportedParameter(name.clone()));
+        }
+    }
     let first = |name: &str| {
         non_empty(
             params
@@ -299,9 +455,9 @@ async fn search_patients(
     };
     let mut applied = Vec::new();
     let rows = if let Some(id) = first("_id") {
-        applied.push(format!("_id={id}"));
+        applied.push(format!("_id={}", encode(&id)));
         match known_patient(&state, &id).await {
-            Ok(patient) => vec![demographics(&state, &user, patient).await?],
+            Ok(patient) => vec![demographics(&state, user, patient).await?],
             Err(ApiError::NotFound) => Vec::new(),
             Err(e) => return Err(e.into()),
         }
@@ -336,27 +492,57 @@ async fn search_patients(
             ));
         }
         // The same rules as `/v1/patients`: real criteria, capped, audited, Part 2 hidden.
-        find(&state, &user, &search, "fhir:Patient?search")
+        find(&state, user, &search, "fhir:Patient?search")
             .await?
             .0
             .into_iter()
             .map(|shown| shown.row)
             .collect()
     };
-    let self_url = format!("{}/Patient?{}", fhir.base, applied.join("&"));
-    let patients = rows.iter().map(patient).collect();
+    let search_url = format!("{}/Patient?{}", fhir.base, applied.join("&"));
+    let items = rows
+        .iter()
+        .map(|row| Item {
+            key: Key {
+                received: 0,
+                resource_type: "Patient".into(),
+                source: String::new(),
+                id: row.id.to_string(),
+            },
+            resource: patient(row),
+        })
+        .collect();
+    let cursor = paging.cursor();
+    let page = paging::page(items, paging.count, &cursor);
     Ok(fhir_json(
         StatusCode::OK,
-        &searchset(&fhir.base, &self_url, patients),
+        &paged_searchset(&fhir.base, &search_url, &paging, page),
     ))
 }
 
-/// `GET /fhir/{type}?patient={id}` (or `subject=Patient/{id}`, `patient=Patient/{id}`): the
-/// patient's records of one type, through the same consent path as `/v1/.../records?type=`.
+/// A record as a page item: sorted by when the HIE received it, then type, source and id.
+fn item(row: db::RecordRow) -> Item {
+    Item {
+        key: Key {
+            received: row.received_micros,
+            resource_type: row.resource["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            source: row.source_id,
+            id: row.resource["id"].as_str().unwrap_or_default().to_string(),
+        },
+        resource: row.resource,
+    }
+}
+
+/// `GET /fhir/{type}?patient={id}&...` (or `subject=Patient/{id}`): the patient's records of
+/// one type that match every filter (`search`), one page of them, through the same consent path
+/// as `/v1/.../records?type=`.
 async fn search_type(
     fhir: Fhir,
     State(state): State<AppState>,
-    FhirCaller(user): FhirCaller,
+    caller: FhirCaller,
     _: FhirCaughtUp,
     Path(resource_type): Path<String>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -366,6 +552,7 @@ async fn search_type(
             "this resource type is not served here; see GET /fhir/metadata",
         ));
     }
+    caller.require(|s| s.may_search(&resource_type))?;
     let Ok(Query(params)) = params else {
         return Err(FhirError::BadSearch(
             "invalid",
@@ -373,16 +560,55 @@ async fn search_type(
         ));
     };
     let id = patient_param(&params)?;
+    let mut paging = PageParams::new();
+    let mut filters: Vec<Filter> = Vec::new();
+    let mut applied = Vec::new();
+    for (name, value) in &params {
+        if PATIENT_PARAMS.contains(&name.as_str()) || paging.take(name, value)? {
+            continue;
+        }
+        filters.push(search::filter(&resource_type, name, value)?);
+        applied.push(format!("{name}={}", encode(value)));
+    }
     let patient = known_patient(&state, &id).await?;
     let action = format!("fhir:{resource_type}?patient");
-    let served = read_records(&state, &user, patient, Some(&resource_type), action).await?;
-    let self_url = format!("{}/{resource_type}?patient={patient}", fhir.base);
+    let cursor = paging.cursor();
+    // The page's resources travel in `Served` (what the audit event counted), its links here.
+    let (served, mut page) = read_records_where(
+        &state,
+        &caller.0,
+        patient,
+        Some(&resource_type),
+        action,
+        |rows| {
+            let matches = rows
+                .into_iter()
+                .filter(|r| {
+                    filters
+                        .iter()
+                        .all(|f| f.matches(&r.resource, r.received_micros))
+                })
+                .map(item)
+                .collect();
+            let mut page = paging::page(matches, paging.count, &cursor);
+            (std::mem::take(&mut page.resources), page)
+        },
+    )
+    .await?;
+    page.resources = served.records;
+    let mut search_url = format!("{}/{resource_type}?patient={patient}", fhir.base);
+    for a in &applied {
+        search_url.push('&');
+        search_url.push_str(a);
+    }
     Ok(fhir_json(
         StatusCode::OK,
-        &searchset(&fhir.base, &self_url, served.records),
+        &paged_searchset(&fhir.base, &search_url, &paging, page),
     ))
 }
 
+/// The names a search's patient goes by.
+const PATIENT_PARAMS: [&str; 4] = ["patient", "patient:Patient", "subject", "subject:Patient"];
 /// The patient of a type search: `patient=<id>`, `patient=Patient/<id>`, `subject=Patient/<id>`
 /// (an absolute `.../Patient/<id>` too). One patient, however many times it is named.
 fn patient_param(params: &[(String, String)]) -> Result<String, FhirError> {
@@ -428,36 +654,74 @@ fn patient_param(params: &[(String, String)]) -> Result<String, FhirError> {
 }
 
 /// `GET /fhir/Patient/{id}/$everything`: the enterprise Patient, then every record the caller may
-/// read, through the same consent path as `/v1/patients/{id}/records`.
+/// read (a client: of the types its scopes allow), paged, through the same consent path as
+/// `/v1/patients/{id}/records`.
 async fn patient_operation(
     fhir: Fhir,
     State(state): State<AppState>,
-    FhirCaller(user): FhirCaller,
+    caller: FhirCaller,
     _: FhirCaughtUp,
     Path((id, operation)): Path<(String, String)>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, FhirError> {
     if operation != "$everything" {
         return Err(FhirError::NotSupported(
             "the only operation on a Patient is $everything",
         ));
     }
+    let Ok(Query(params)) = params else {
+        return Err(FhirError::BadSearch(
+            "invalid",
+            "the query string is malformed",
+        ));
+    };
+    let mut paging = PageParams::new();
+    for (name, value) in &params {
+        if !paging.take(name, value)? {
+            return Err(FhirError::UnsupportedParameter(name.clone()));
+        }
+    }
+    let may_read = |t: &str| caller.1.as_ref().is_none_or(|s| s.may_read(t));
+    if caller.1.as_ref().is_some_and(Scopes::is_empty) {
+        return Err(FhirError::InsufficientScope);
+    }
     let patient_id = known_patient(&state, &id).await?;
-    let served = read_records(
+    let row = demographics(&state, &caller.0, patient_id).await?;
+    let cursor = paging.cursor();
+    let (served, mut page) = read_records_where(
         &state,
-        &user,
+        &caller.0,
         patient_id,
         None,
         "fhir:Patient/$everything".into(),
+        |rows| {
+            let mut items: Vec<Item> = rows
+                .into_iter()
+                .filter(|r| may_read(r.resource["resourceType"].as_str().unwrap_or_default()))
+                .map(item)
+                .collect();
+            if may_read("Patient") {
+                // The enterprise Patient sorts first: on the first page.
+                items.push(Item {
+                    key: Key {
+                        received: i64::MIN,
+                        resource_type: "Patient".into(),
+                        source: String::new(),
+                        id: patient_id.to_string(),
+                    },
+                    resource: patient(&row),
+                });
+            }
+            let mut page = paging::page(items, paging.count, &cursor);
+            (std::mem::take(&mut page.resources), page)
+        },
     )
     .await?;
-    let row = demographics(&state, &user, patient_id).await?;
-    let mut resources = Vec::with_capacity(served.records.len() + 1);
-    resources.push(patient(&row));
-    resources.extend(served.records);
-    let self_url = format!("{}/Patient/{patient_id}/$everything", fhir.base);
+    page.resources = served.records;
+    let search_url = format!("{}/Patient/{patient_id}/$everything", fhir.base);
     Ok(fhir_json(
         StatusCode::OK,
-        &searchset(&fhir.base, &self_url, resources),
+        &paged_searchset(&fhir.base, &search_url, &paging, page),
     ))
 }
 

@@ -3,13 +3,16 @@
 mod access_log;
 mod break_glass;
 mod caller;
+mod clients;
 mod consents;
 mod error;
 mod fhir;
 mod health;
+mod oauth;
 mod patients;
 mod position;
 mod records;
+mod smart;
 mod sources;
 mod users;
 
@@ -32,6 +35,9 @@ pub struct AppState {
     pub auditor: crate::audit::Auditor,
     pub accounts: platform::accounts::Accounts,
     pub broker: platform::broker_watch::BrokerWatch,
+    /// EHR clients (`hie.clients`) and the access tokens issued to them (SMART Backend Services).
+    pub clients: platform::clients::Clients,
+    pub access_tokens: platform::clients::AccessTokens,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -53,6 +59,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources", get(sources::directory))
         .route("/v1/users", get(users::list_users))
         .route("/v1/users/{id}", put(users::put_user))
+        .route("/v1/clients/{id}", put(clients::put_client))
+        .route(
+            "/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
+        .route("/oauth/token", post(oauth::token))
         .merge(fhir::routes())
         .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(state)

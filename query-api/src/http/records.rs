@@ -82,6 +82,24 @@ pub async fn read_records(
     resource_type: Option<&str>,
     action: String,
 ) -> Result<Served, ApiError> {
+    let (served, ()) = read_records_where(state, user, patient, resource_type, action, |rows| {
+        (rows.into_iter().map(|r| r.resource).collect(), ())
+    })
+    .await?;
+    Ok(served)
+}
+
+/// `read_records`, serving what `select` picks of the records the caller may see (a FHIR
+/// search's matches, one page of them): the audit event counts what is served. `select` also
+/// returns what the caller needs of the rest (a page's links).
+pub async fn read_records_where<T>(
+    state: &AppState,
+    user: &User,
+    patient: Uuid,
+    resource_type: Option<&str>,
+    action: String,
+    select: impl FnOnce(Vec<db::RecordRow>) -> (Vec<Value>, T),
+) -> Result<(Served, T), ApiError> {
     let refuse = |role: Role,
                   code: &'static str,
                   message: &'static str,
@@ -101,7 +119,7 @@ pub async fn read_records(
                     withheld: 0,
                 })
                 .await?;
-            Err::<Served, _>(ApiError::Forbidden(code, message, break_glass_allowed))
+            Err::<(Served, T), _>(ApiError::Forbidden(code, message, break_glass_allowed))
         }
     };
     let Some(role) = user.role_for(Role::reads_clinical_data) else {
@@ -140,7 +158,9 @@ pub async fn read_records(
             .await
         }
         None | Some(Decision::DenyExceptEmergency) => {
-            if db::active_break_glass(&state.pool, patient, &user.id).await? {
+            // An EHR client (role `system`) never breaks the glass, whatever grant a user of
+            // the same id may hold.
+            if role != Role::System && db::active_break_glass(&state.pool, patient, &user.id).await? {
                 // Emergency access never extends to Part 2 data: that needs the patient's consent.
                 ("break_glass", false)
             } else {
@@ -158,12 +178,12 @@ pub async fn read_records(
 
     let all = db::records(&state.pool, patient, resource_type).await?;
     let total = all.len();
-    let records: Vec<Value> = all
+    let visible: Vec<db::RecordRow> = all
         .into_iter()
-        .filter(|(_, part2)| covers_part2 || !part2)
-        .map(|(r, _)| r)
+        .filter(|r| covers_part2 || !r.part2)
         .collect();
-    let withheld = total - records.len();
+    let withheld = total - visible.len();
+    let (records, extra) = select(visible);
     state
         .auditor
         .access(Access {
@@ -178,5 +198,5 @@ pub async fn read_records(
         })
         .await?;
     tracing::info!(records = records.len(), withheld, basis, organization = %user.org, "records served");
-    Ok(Served { records, basis })
+    Ok((Served { records, basis }, extra))
 }

@@ -62,9 +62,15 @@ pub fn operation_outcome(
     json!({"resourceType": "OperationOutcome", "issue": [issue]})
 }
 
-/// A `searchset` Bundle of `resources`, every one a match; `self_url` names the search as
-/// performed (only the parameters applied).
-pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>) -> Value {
+/// A `searchset` Bundle of `resources` (one page), every one a match; `links` the `self` (the
+/// search as performed: only the parameters applied), `first`, `next` and `previous` links;
+/// `total` the matches across every page.
+pub fn searchset(
+    base: &str,
+    links: &[(&str, String)],
+    resources: Vec<Value>,
+    total: usize,
+) -> Value {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|r| {
@@ -81,13 +87,17 @@ pub fn searchset(base: &str, self_url: &str, resources: Vec<Value>) -> Value {
             Value::Object(entry)
         })
         .collect();
+    let links: Vec<Value> = links
+        .iter()
+        .map(|(relation, url)| json!({"relation": relation, "url": url}))
+        .collect();
     json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"lastUpdated": now()},
         "type": "searchset",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": self_url}],
+        "total": total,
+        "link": links,
         "entry": entries,
     })
 }
@@ -151,35 +161,58 @@ fn fhir_date(d: &str) -> bool {
     }
 }
 
-/// `GET /fhir/metadata`: what this server does, for clients to discover.
+/// `GET /fhir/metadata`: what this server does, for clients to discover: exactly the
+/// interactions and search parameters served (any other parameter is refused).
 pub fn capability_statement(base: &str) -> Value {
-    let by_patient = json!([
-        {"name": "patient", "type": "reference",
-         "documentation": "the patient: an enterprise id or Patient/<id>; required"},
-        {"name": "subject", "type": "reference",
-         "documentation": "the same as patient, as Patient/<id>; accepted for every type"},
-    ]);
+    let param = |name: &str, kind: &str, doc: &str| json!({"name": name, "type": kind, "documentation": doc});
+    let paging = [
+        param(
+            "_count",
+            "number",
+            "entries per page: default 100, at most 1000 (0: the total only)",
+        ),
+        param(
+            "_cursor",
+            "string",
+            "the page a next/previous link names (opaque)",
+        ),
+    ];
+    let mut patient_params: Vec<Value> = PATIENT_SEARCH_PARAMS
+        .iter()
+        .map(|(name, kind, doc)| param(name, kind, doc))
+        .collect();
+    patient_params.extend(paging.iter().cloned());
     let mut resources = vec![json!({
         "type": "Patient",
         "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
         "interaction": [{"code": "read"}, {"code": "search-type"}],
-        "searchParam": PATIENT_SEARCH_PARAMS.iter().map(|(name, kind, doc)| json!({
-            "name": name, "type": kind, "documentation": doc,
-        })).collect::<Vec<_>>(),
+        "searchParam": patient_params,
         "operation": [{
             "name": "everything",
             "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            "documentation": "the patient and every record the caller may read, under the same consent rules"
+            "documentation": "the patient and every record the caller may read, under the same consent rules; paged (_count, _cursor); no other parameter"
         }],
     })];
     resources.extend(PATIENT_SCOPED.iter().map(|t| {
+        let mut params: Vec<Value> = super::search::COMMON_PARAMS
+            .iter()
+            .map(|(name, kind, doc)| param(name, kind, doc))
+            .collect();
+        params.extend(
+            super::search::TYPE_PARAMS
+                .iter()
+                .filter(|(rt, _, _, _)| rt == t)
+                .map(|(_, name, kind, doc)| param(name, kind, doc)),
+        );
+        params.extend(paging.iter().cloned());
         json!({
             "type": t,
             "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
             "interaction": [{"code": "search-type"}],
-            "searchParam": by_patient,
+            "searchParam": params,
         })
     }));
+    let origin = base.strip_suffix("/fhir").unwrap_or(base);
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -195,10 +228,15 @@ pub fn capability_statement(base: &str) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Consent refusals are 403 OperationOutcomes whose issue.details.coding (system urn:hie:query-api:error) carries consent_required or consent_denied and whose extension urn:hie:fhir:StructureDefinition:break-glass-allowed tells whether Break-the-Glass (POST /v1/patients/{id}/break-glass) is possible. X-Min-Position waits for an ingest position.",
+            "documentation": "Consent refusals are 403 OperationOutcomes whose issue.details.coding (system urn:hie:query-api:error) carries consent_required or consent_denied and whose extension urn:hie:fhir:StructureDefinition:break-glass-allowed tells whether Break-the-Glass (POST /v1/patients/{id}/break-glass, users only) is possible. A search parameter not listed here is refused (400 unsupported_parameter). Searchsets are paged over a snapshot taken at the first page: records received later show in the next search. X-Min-Position waits for an ingest position.",
             "security": {
                 "cors": false,
-                "description": "Authorization: Bearer <JWT> of an active account (claims sub, email, org, roles); only this CapabilityStatement is served without one",
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": format!("{origin}/oauth/token")}],
+                }],
+                "description": "EHR clients: SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384; system scopes; see .well-known/smart-configuration). Users: Authorization: Bearer <JWT> of an active account (claims sub, email, org, roles). Only this CapabilityStatement and the SMART configuration are served without a token",
             },
             "resource": resources,
         }],
@@ -226,8 +264,9 @@ mod tests {
     fn searchset_entries_are_matches_with_full_urls() {
         let b = searchset(
             "http://h/fhir",
-            "http://h/fhir/Observation?patient=1",
+            &[("self", "http://h/fhir/Observation?patient=1".into())],
             vec![json!({"resourceType": "Observation", "id": "o1"})],
+            1,
         );
         assert_eq!(b["type"], "searchset");
         assert_eq!(b["total"], 1);
