@@ -21,6 +21,9 @@ pub struct Config {
     pub fetch_wait: Duration,
     /// `/healthz` answers 503 once events have waited this long without a batch being applied.
     pub stall: Duration,
+    /// Whether this projector runs the master patient index's matcher (`matching`); with several
+    /// instances, one decides at a time whatever this says.
+    pub matcher: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for Config {
             .field("batch_wait", &self.batch_wait)
             .field("fetch_wait", &self.fetch_wait)
             .field("stall", &self.stall)
+            .field("matcher", &self.matcher)
             .finish()
     }
 }
@@ -57,6 +61,7 @@ struct Env {
     projector_batch_wait_ms: u64,
     projector_fetch_wait_ms: u64,
     projector_stall_seconds: u64,
+    projector_matcher: bool,
 }
 
 impl Default for Env {
@@ -71,6 +76,7 @@ impl Default for Env {
             projector_batch_wait_ms: 5,
             projector_fetch_wait_ms: 10,
             projector_stall_seconds: 30,
+            projector_matcher: true,
         }
     }
 }
@@ -89,6 +95,7 @@ impl Config {
             batch_wait: Duration::from_millis(env.projector_batch_wait_ms),
             fetch_wait: Duration::from_millis(env.projector_fetch_wait_ms),
             stall: Duration::from_secs(env.projector_stall_seconds),
+            matcher: env.projector_matcher,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 mod consume;
 mod demographics;
 mod http;
+pub mod matching;
 mod metrics;
 pub mod store;
 
@@ -52,6 +53,9 @@ pub async fn run(
             let _ = http_stop.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
+    let matcher = config
+        .matcher
+        .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), stop_rx.clone())));
     tracing::info!("projector running");
     let mut loop_stop = stop_rx;
     let consuming = consume::run(config, pool, consumer, health, async move {
@@ -66,6 +70,9 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    if let Some(matcher) = matcher {
+        let _ = matcher.await;
+    }
     server
         .await
         .map_err(|e| StartError::Database(e.to_string()))??;

@@ -32,6 +32,39 @@ static REAPPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("registers once")
 });
+static MATCHER_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "hie_mpi_decisions_total",
+        "Decisions the master patient index's matcher published, by action",
+        &["action"]
+    )
+    .expect("registers once")
+});
+static MATCHER_IDENTITIES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "hie_mpi_identities",
+        "Source identities the matcher holds in memory"
+    )
+    .expect("registers once")
+});
+static MATCHER_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "hie_mpi_matcher_memory_bytes",
+        "Memory the matcher's identities, people and blocking index take (estimated)"
+    )
+    .expect("registers once")
+});
+
+/// `action` is one of IdentityDecided's six.
+pub fn matcher_decided(action: &'static str) {
+    MATCHER_DECISIONS.with_label_values(&[action]).inc();
+}
+
+pub fn matcher_state(identities: usize, bytes: usize) {
+    MATCHER_IDENTITIES.set(identities as i64);
+    MATCHER_BYTES.set(bytes as i64);
+}
+
 static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "hie_projector_batch_size",

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Pool, Transaction};
 use schemas::{
     topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
-    PatientIdentity, PatientMerged, QuarantineReapplyRequested, RecordReceived, RecordRejected,
-    SourceRegistered,
+    IdentityAction, IdentityDecided, PatientIdentity, PatientMerged, QuarantineReapplyRequested,
+    RecordReceived, RecordRejected, SourceRegistered,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -265,6 +265,10 @@ async fn apply_event(
             Ok(apply_consent(tx, &decoded(&e.payload)?, e.offset).await?)
         }
         t if t == topics::SOURCES.name => Ok(apply_source(tx, &decoded(&e.payload)?).await?),
+        t if t == topics::IDENTITY.name => {
+            flush(tx, &mut state.queued).await?;
+            apply_identity(tx, &decoded(&e.payload)?, &mut state.known_patients).await
+        }
         t if t == topics::ACCESS.name => apply_access(tx, &decoded(&e.payload)?).await,
         t if t == topics::BREAK_GLASS.name => apply_break_glass(tx, &decoded(&e.payload)?).await,
         t if t == topics::DEAD_LETTERS.name && schemas::is::<DeadLetterResubmitted>(&e.payload) => {
@@ -322,6 +326,7 @@ fn event_type(topic: &str, payload: &[u8]) -> &'static str {
         }
         t if t == topics::CONSENTS.name => named::<ConsentRecorded>(payload),
         t if t == topics::SOURCES.name => named::<SourceRegistered>(payload),
+        t if t == topics::IDENTITY.name => named::<IdentityDecided>(payload),
         t if t == topics::ACCESS.name => named::<AccessRecorded>(payload),
         t if t == topics::BREAK_GLASS.name => named::<BreakGlassRecorded>(payload),
         t if t == topics::DEAD_LETTERS.name => named::<RecordRejected>(payload)
@@ -506,10 +511,10 @@ struct Upsert {
 }
 
 const UPSERT_RECORD: &str = "INSERT INTO records (source_id, resource_type, resource_id, patient_id, organization_id, version,
-                          content_sha256, resource, sensitivity, channel, received_at, message_id, event_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                          content_sha256, resource, sensitivity, channel, received_at, message_id, event_id, identity_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
      ON CONFLICT (source_id, resource_type, resource_id) DO UPDATE SET
-         patient_id = EXCLUDED.patient_id, organization_id = EXCLUDED.organization_id,
+         patient_id = EXCLUDED.patient_id, identity_id = EXCLUDED.identity_id, organization_id = EXCLUDED.organization_id,
          version = EXCLUDED.version, content_sha256 = EXCLUDED.content_sha256,
          resource = EXCLUDED.resource, sensitivity = EXCLUDED.sensitivity, channel = EXCLUDED.channel,
          received_at = EXCLUDED.received_at, message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id
@@ -563,21 +568,20 @@ impl Upsert {
                     &at(r.received_at),
                     &r.message_id,
                     &r.event_id,
+                    &r.patient.as_ref().map(PatientIdentity::patient_id),
                 ],
             )
             .await?
             .is_some())
     }
 
-    /// A Patient's demographics follow its newest version, unless it was merged away (the
-    /// survivor's own Patient keeps deciding them then).
+    /// A Patient's demographics follow its newest version, on its own identity's row (the
+    /// enterprise patient shows its root identity's; a steward's review shows each side's).
     async fn write_patient(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
         let statement = tx.prepare_cached(UPSERT_RECORD).await?;
         if self.write(tx, &statement).await? {
-            if let Some(identity) = &self.r.patient {
-                if self.patient_id == Some(identity.patient_id()) {
-                    update_demographics(tx, identity, &self.resource).await?;
-                }
+            if let (Some(identity), Some(enterprise)) = (&self.r.patient, self.patient_id) {
+                update_demographics(tx, identity, enterprise, &self.resource).await?;
             }
         }
         Ok(())
@@ -616,7 +620,7 @@ async fn ensure_patient(
     let id = tx
         .query_one(
             &tx.prepare_cached(
-                "SELECT COALESCE((SELECT survivor_id FROM patient_links WHERE prior_id = $1), $1)",
+                "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
             )
             .await?,
             &[&own],
@@ -624,8 +628,8 @@ async fn ensure_patient(
         .await?
         .get(0);
     tx.execute(
-        &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?,
-        &[&id, &identity.assigning_authority, &identity.mrn],
+        &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value, identity_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING").await?,
+        &[&id, &identity.assigning_authority, &identity.mrn, &own],
     )
     .await?;
     Ok(id)
@@ -648,19 +652,33 @@ async fn apply_merge(
     )
     .await?;
     known_patients.0.clear();
-    let prior = m.prior.patient_id();
-    ensure_patient(tx, &m.prior).await?;
+    // Both sides' enterprise patients (an identity already linked moves with its person).
+    let prior = ensure_patient(tx, &m.prior).await?;
     let survivor = ensure_patient(tx, &m.survivor).await?;
     if survivor == prior {
         // Merging a patient into itself (or into one already merged into it) changes nothing.
         tracing::warn!(source = %m.source_id, "merge into the same patient ignored");
         return Ok(());
     }
-    // Whatever still belongs to the prior (or to patients merged into it earlier).
+    join_people(tx, survivor, prior, m.merged_at, &m.event_id, &m.source_id).await?;
+    Ok(())
+}
+
+/// Every identity of enterprise patient `prior` becomes `survivor`'s: records, identifiers and
+/// the identities themselves (`merged_into`, and the flat `patient_links`). Serialized by the
+/// caller (`pg_advisory_xact_lock(7311002)`). Both are enterprise ids (roots).
+async fn join_people(
+    tx: &Transaction<'_>,
+    survivor: uuid::Uuid,
+    prior: uuid::Uuid,
+    at_micros: i64,
+    event_id: &str,
+    decided_by: &str,
+) -> Result<(), tokio_postgres::Error> {
     let moved_from: Vec<uuid::Uuid> = tx
         .query(
             &tx.prepare_cached(
-                "SELECT $1::uuid UNION SELECT prior_id FROM patient_links WHERE survivor_id = $1",
+                "SELECT patient_id FROM patients WHERE patient_id = $1 OR merged_into = $1",
             )
             .await?,
             &[&prior],
@@ -670,29 +688,23 @@ async fn apply_merge(
         .map(|r| r.get(0))
         .collect();
     tx.execute(
-        &tx.prepare_cached("UPDATE records SET patient_id = $2 WHERE patient_id = ANY($1)")
+        &tx.prepare_cached("UPDATE records SET patient_id = $2 WHERE patient_id = $1")
             .await?,
-        &[&moved_from, &survivor],
+        &[&prior, &survivor],
     )
     .await?;
     tx.execute(
-        &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value)
-         SELECT $2, system, value FROM patient_identifiers WHERE patient_id = ANY($1) ON CONFLICT DO NOTHING").await?,
-        &[&moved_from, &survivor],
-    )
-    .await?;
-    tx.execute(
-        &tx.prepare_cached("DELETE FROM patient_identifiers WHERE patient_id = ANY($1)")
+        &tx.prepare_cached("UPDATE patient_identifiers SET patient_id = $2 WHERE patient_id = $1")
             .await?,
-        &[&moved_from],
+        &[&prior, &survivor],
     )
     .await?;
     tx.execute(
         &tx.prepare_cached(
-            "UPDATE patients SET merged_into = $2, updated_at = now() WHERE patient_id = ANY($1)",
+            "UPDATE patients SET merged_into = $2, linked_at = $3, updated_at = now() WHERE patient_id = ANY($1)",
         )
         .await?,
-        &[&moved_from, &survivor],
+        &[&moved_from, &survivor, &at(at_micros)],
     )
     .await?;
     tx.execute(
@@ -705,15 +717,217 @@ async fn apply_merge(
         &tx.prepare_cached("INSERT INTO patient_links (prior_id, survivor_id, source_id, merged_at, event_id) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (prior_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id, source_id = EXCLUDED.source_id,
              merged_at = EXCLUDED.merged_at, event_id = EXCLUDED.event_id").await?,
-        &[&prior, &survivor, &m.source_id, &at(m.merged_at), &m.event_id],
+        &[&prior, &survivor, &decided_by, &at(at_micros), &event_id],
     )
     .await?;
+    Ok(())
+}
+
+/// Takes identity `own` out of its enterprise patient, with its own records and identifiers.
+/// When it was the patient's root, the next identity linked into it (the earliest) becomes the
+/// root of the others.
+async fn split_identity(
+    tx: &Transaction<'_>,
+    own: uuid::Uuid,
+) -> Result<(), tokio_postgres::Error> {
+    let root: Option<uuid::Uuid> = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
+            )
+            .await?,
+            &[&own],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(root) = root else { return Ok(()) };
+    if root != own {
+        tx.execute(
+            &tx.prepare_cached("UPDATE patients SET merged_into = NULL, linked_at = NULL, updated_at = now() WHERE patient_id = $1")
+                .await?,
+            &[&own],
+        )
+        .await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM patient_links WHERE prior_id = $1")
+                .await?,
+            &[&own],
+        )
+        .await?;
+        for table in ["records", "patient_identifiers"] {
+            tx.execute(
+                &tx.prepare_cached(&format!(
+                    "UPDATE {table} SET patient_id = $1 WHERE identity_id = $1"
+                ))
+                .await?,
+                &[&own],
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    let next: Option<uuid::Uuid> = tx
+        .query_opt(
+            &tx.prepare_cached("SELECT patient_id FROM patients WHERE merged_into = $1 ORDER BY linked_at NULLS LAST, patient_id LIMIT 1")
+                .await?,
+            &[&own],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(next) = next else { return Ok(()) };
+    tx.execute(
+        &tx.prepare_cached("UPDATE patients SET merged_into = CASE WHEN patient_id = $2 THEN NULL ELSE $2 END, updated_at = now() WHERE merged_into = $1")
+            .await?,
+        &[&own, &next],
+    )
+    .await?;
+    tx.execute(
+        &tx.prepare_cached("DELETE FROM patient_links WHERE prior_id = $1")
+            .await?,
+        &[&next],
+    )
+    .await?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE patient_links SET survivor_id = $2 WHERE survivor_id = $1")
+            .await?,
+        &[&own, &next],
+    )
+    .await?;
+    for table in ["records", "patient_identifiers"] {
+        tx.execute(
+            &tx.prepare_cached(&format!(
+                "UPDATE {table} SET patient_id = $2 WHERE patient_id = $1 AND identity_id IS DISTINCT FROM $1"
+            ))
+            .await?,
+            &[&own, &next],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A decision of the master patient index: links join two enterprise patients like a merge,
+/// an unlink splits an identity back out, reviews wait for a data steward.
+async fn apply_identity(
+    tx: &Transaction<'_>,
+    d: &IdentityDecided,
+    known_patients: &mut KnownPatients,
+) -> Result<(), EventError> {
+    tx.execute(
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(7311002)")
+            .await?,
+        &[],
+    )
+    .await?;
+    known_patients.0.clear();
+    let own = d.identity.patient_id();
+    let root = ensure_patient(tx, &d.identity).await?;
+    if let Some(f) = &d.features {
+        let features = serde_json::to_value(f).map_err(|e| EventError::Decode(e.to_string()))?;
+        tx.execute(
+            &tx.prepare_cached("UPDATE patients SET match_features = $2 WHERE patient_id = $1")
+                .await?,
+            &[&own, &features],
+        )
+        .await?;
+    }
+    let other = match &d.other {
+        Some(o) => Some((o.patient_id(), ensure_patient(tx, o).await?)),
+        None => None,
+    };
+    let at_time = at(d.decided_at);
+    let comparison = |c: &schemas::MatchCandidate| -> Value {
+        c.comparison
+            .iter()
+            .map(|f| (f.field.clone(), Value::from(f.level.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    const PERSON: &str =
+        "SELECT patient_id FROM patients WHERE COALESCE(merged_into, patient_id) = ";
+    match (d.action, other) {
+        (IdentityAction::Link, Some((_, other_root))) => {
+            if other_root != root {
+                join_people(
+                    tx,
+                    other_root,
+                    root,
+                    d.decided_at,
+                    &d.event_id,
+                    &d.decided_by,
+                )
+                .await?;
+            }
+            tx.execute(
+                &tx.prepare_cached(&format!(
+                    "UPDATE identity_reviews SET status = 'linked', decided_at = $2, decided_by = $3
+                     WHERE status = 'open' AND identity_id IN ({PERSON}$1) AND candidate_id IN ({PERSON}$1)"
+                ))
+                .await?,
+                &[&other_root, &at_time, &d.decided_by],
+            )
+            .await?;
+        }
+        (IdentityAction::NotAMatch, Some((other_own, _))) => {
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE identity_reviews r SET status = 'not_a_match', decided_at = $3, decided_by = $4
+                     WHERE status = 'open' AND ((r.identity_id = $1 AND r.candidate_id = $2) OR (r.identity_id = $2 AND r.candidate_id = $1))",
+                )
+                .await?,
+                &[&own, &other_own, &at_time, &d.decided_by],
+            )
+            .await?;
+        }
+        (IdentityAction::Review, _) => {
+            for c in &d.candidates {
+                ensure_patient(tx, &c.identity).await?;
+                tx.execute(
+                    &tx.prepare_cached(
+                        "INSERT INTO identity_reviews (event_id, identity_id, candidate_id, score, comparison, model, opened_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    )
+                    .await?,
+                    &[&d.event_id, &own, &c.identity.patient_id(), &c.score, &comparison(c), &d.model, &at_time],
+                )
+                .await?;
+            }
+        }
+        (IdentityAction::Unlink, _) => split_identity(tx, own).await?,
+        _ => {}
+    }
+    if d.action != IdentityAction::Updated {
+        let action = serde_json::to_value(d.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO identity_decisions (event_id, decided_at, action, identity_id, other_id, decided_by, decider_role, score, comparison)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            &[
+                &d.event_id,
+                &at_time,
+                &action,
+                &own,
+                &d.other.as_ref().map(PatientIdentity::patient_id),
+                &d.decided_by,
+                &d.decider_role,
+                &d.score,
+                &d.candidates.first().map(comparison),
+            ],
+        )
+        .await?;
+    }
     Ok(())
 }
 
 async fn update_demographics(
     tx: &Transaction<'_>,
     identity: &PatientIdentity,
+    enterprise: uuid::Uuid,
     patient: &Value,
 ) -> Result<(), tokio_postgres::Error> {
     let d = crate::demographics::Demographics::from_patient(patient);
@@ -724,19 +938,16 @@ async fn update_demographics(
         &[&id, &d.family, &d.given, &d.display_name, &d.birth_date, &d.sex],
     )
     .await?;
-    // The Patient's identifiers replace the previous ones, except the local identities that name
-    // this patient: its own and those of the patients merged into it.
+    // The Patient's identifiers replace the ones it sent before; its own local identity stays.
     tx.execute(
-        &tx.prepare_cached("DELETE FROM patient_identifiers i WHERE i.patient_id = $1 AND NOT (i.system = $2 AND i.value = $3)
-           AND NOT EXISTS (SELECT 1 FROM patient_links l JOIN patients p ON p.patient_id = l.prior_id
-                           WHERE l.survivor_id = $1 AND p.assigning_authority = i.system AND p.mrn = i.value)").await?,
+        &tx.prepare_cached("DELETE FROM patient_identifiers i WHERE i.identity_id = $1 AND NOT (i.system = $2 AND i.value = $3)").await?,
         &[&id, &identity.assigning_authority, &identity.mrn],
     )
     .await?;
     for (system, value) in &d.identifiers {
         tx.execute(
-            &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING").await?,
-            &[&id, system, value],
+            &tx.prepare_cached("INSERT INTO patient_identifiers (patient_id, system, value, identity_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING").await?,
+            &[&enterprise, system, value, &id],
         )
         .await?;
     }
