@@ -83,3 +83,10 @@ if ! python3 -c 'import fhir.resources.R4B.bundle' 2>/dev/null; then
 	python3 -m pip install --quiet 'fhir.resources>=8,<9' 2>/dev/null ||
 		python3 -m pip install --quiet --break-system-packages 'fhir.resources>=8,<9'
 fi
+
+# fhirpy and PyJWT: the independent EHR client of the SMART tests (tests/ehr_client.py).
+if ! python3 -c 'import fhirpy, jwt, cryptography' 2>/dev/null; then
+	say "installing fhirpy and PyJWT (pip)"
+	python3 -m pip install --quiet 'fhirpy>=2,<3' 'PyJWT[crypto]>=2.8,<3' 2>/dev/null ||
+		python3 -m pip install --quiet --break-system-packages 'fhirpy>=2,<3' 'PyJWT[crypto]>=2.8,<3'
+fi
