@@ -90,3 +90,21 @@ if ! python3 -c 'import fhirpy, jwt, cryptography' 2>/dev/null; then
 	python3 -m pip install --quiet 'fhirpy>=2,<3' 'PyJWT[crypto]>=2.8,<3' 2>/dev/null ||
 		python3 -m pip install --quiet --break-system-packages 'fhirpy>=2,<3' 'PyJWT[crypto]>=2.8,<3'
 fi
+
+# The portal's browser tests (tests/pipeline/portal.rs): Debian's chromium and its WebDriver, and
+# axe-core (npm) injected into each page, kept in a cache folder outside the repository.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+	say "installing chromium and chromium-driver (Debian)"
+	apt_install --no-install-recommends chromium chromium-driver fonts-liberation
+fi
+axe_dir="${HIE_TEST_CACHE:-$HOME/.cache/hie-tests}/axe"
+if [[ ! -f $axe_dir/node_modules/axe-core/axe.min.js ]]; then
+	if ! command -v npm >/dev/null; then
+		say "installing npm (Debian)"
+		apt_install --no-install-recommends npm
+	fi
+	say "installing axe-core (npm) into $axe_dir"
+	mkdir -p "$axe_dir"
+	npm install --silent --no-audit --no-fund --prefix "$axe_dir" 'axe-core@4'
+fi
+export HIE_AXE_JS="$axe_dir/node_modules/axe-core/axe.min.js"

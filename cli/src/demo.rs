@@ -88,6 +88,35 @@ pub async fn ensure_accounts(secret: &str, query: &str, users: &[&User<'_>]) -> 
     Ok(())
 }
 
+/// Give the demo users who use the portal a temporary password each (`POST
+/// /v1/users/{id}/temporary-password`) and print them with the portal's address: each is good
+/// for one sign-in, which sets a password of the user's own. Every run issues new ones.
+pub async fn print_portal_logins(secret: &str, query: &str) -> Result<()> {
+    let admin = token::mint(secret, bootstrap_admin(), TTL)?;
+    let client = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    println!("\nPortal: {query}/portal/   sign in with one of these (temporary passwords, one sign-in each):");
+    for user in [&PHYSICIAN, &PRIVACY, &NURSE] {
+        let r = client
+            .post(format!("{query}/v1/users/{}/temporary-password", user.sub))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .with_context(|| format!("a temporary password for {}", user.sub))?;
+        if r.status() != StatusCode::CREATED {
+            bail!("a temporary password for {}: {}", user.sub, r.status());
+        }
+        let body: Value = r.json().await?;
+        println!(
+            "  username {:<14} temporary password {}   ({} at {})",
+            user.sub,
+            body["temporary_password"].as_str().unwrap_or_default(),
+            user.roles.join(","),
+            user.org
+        );
+    }
+    Ok(())
+}
+
 /// Consents on our own people, identified by their mercy-hospital MRN. E gets none, so the
 /// examples can show "no decision recorded".
 const CONSENTS: [(char, &str, &str); 4] = [
@@ -231,6 +260,7 @@ pub async fn run(args: Args) -> Result<()> {
         synthea_patient.as_ref(),
         &tokens,
     );
+    print_portal_logins(&secret, query).await?;
     Ok(())
 }
 

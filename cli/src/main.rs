@@ -138,6 +138,7 @@ async fn run(cli: Cli) -> Result<bool> {
             demo::ensure_accounts(&secret, query.trim_end_matches('/'), &demo::demo_users())
                 .await?;
             demo::print_tokens(&demo::demo_tokens(&secret)?);
+            demo::print_portal_logins(&secret, query.trim_end_matches('/')).await?;
             Ok(true)
         }
         Command::Demo {

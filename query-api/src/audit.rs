@@ -7,7 +7,8 @@ use platform::auth::{Role, User};
 use platform::kafka::PublishError;
 use rdkafka::producer::FutureProducer;
 use schemas::{
-    now_micros, topics, AccessRecorded, AccountRecorded, BreakGlassRecorded, Event, Position,
+    now_micros, topics, AccessRecorded, AccountRecorded, BreakGlassRecorded, CredentialRecorded,
+    Event, Position,
 };
 use uuid::Uuid;
 
@@ -117,6 +118,17 @@ impl Auditor {
     pub async fn account(&self, event: &AccountRecorded) -> Result<Position, AuditError> {
         self.publish(topics::ACCOUNTS.name, &event.user_id, event)
             .await
+    }
+
+    /// Record a portal sign-in or password event (`hie.credentials`); returns once durable.
+    pub async fn credential(&self, event: &CredentialRecorded) -> Result<Position, AuditError> {
+        let recorded = self
+            .publish(topics::CREDENTIALS.name, &event.user_id, event)
+            .await;
+        if recorded.is_err() {
+            crate::metrics::audit_failed("credential");
+        }
+        recorded
     }
 
     /// Record a Break-the-Glass grant; returns its position once durable.

@@ -24,6 +24,8 @@ pub struct Config {
     pub operator_org: String,
     /// TLS for the HTTP listener (`QUERY_TLS_CERT`, `QUERY_TLS_KEY`): required beyond loopback.
     pub tls: Option<platform::tls::TlsFiles>,
+    /// The clinician portal (`/portal/`): idle timeout, e-mail.
+    pub portal: crate::portal::PortalConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Config {
             .field("bootstrap_admin", &self.bootstrap_admin)
             .field("operator_org", &self.operator_org)
             .field("tls", &self.tls)
+            .field("portal", &self.portal)
             .finish()
     }
 }
@@ -67,6 +70,11 @@ struct Env {
     break_glass_ttl_seconds: u64,
     hie_bootstrap_admin: Option<String>,
     hie_operator_org: String,
+    query_portal_idle_seconds: u64,
+    query_portal_outbox: String,
+    query_portal_url: Option<String>,
+    query_smtp_url: Option<String>,
+    query_mail_from: Option<String>,
 }
 
 impl Default for Env {
@@ -79,6 +87,11 @@ impl Default for Env {
             break_glass_ttl_seconds: 86_400,
             hie_bootstrap_admin: None,
             hie_operator_org: "hie".into(),
+            query_portal_idle_seconds: 15 * 60,
+            query_portal_outbox: "outbox".into(),
+            query_portal_url: None,
+            query_smtp_url: None,
+            query_mail_from: None,
         }
     }
 }
@@ -98,7 +111,21 @@ impl Config {
             http_addr,
             tls.is_some(),
         )?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let defaults = crate::portal::PortalConfig::default();
+        let portal = crate::portal::PortalConfig {
+            idle_timeout: Duration::from_secs(env.query_portal_idle_seconds),
+            outbox: env.query_portal_outbox.into(),
+            smtp_url: env.query_smtp_url.map(platform::Secret::new),
+            mail_from: env.query_mail_from.unwrap_or(defaults.mail_from),
+            // Links in e-mail must end with a slash: paths are appended to it.
+            public_url: env
+                .query_portal_url
+                .map(|u| format!("{}/", u.trim_end_matches('/')))
+                .unwrap_or_else(|| format!("{scheme}://{http_addr}/portal/")),
+        };
         Ok(Config {
+            portal,
             http_addr,
             tls,
             database_url: env.database_url,

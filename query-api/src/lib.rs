@@ -6,6 +6,7 @@ pub mod consent;
 mod db;
 pub mod http;
 mod metrics;
+pub mod portal;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] platform::tls::TlsError),
+    #[error("portal e-mail: {0}")]
+    Mail(String),
 }
 
 /// Run the query API on `listener` until `shutdown` resolves.
@@ -43,6 +46,7 @@ pub async fn run(
     let pool = platform::postgres::pool(&config.database_url, 16)
         .map_err(|e| StartError::Database(e.to_string()))?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
+    platform::kafka::ensure_topics(&config.kafka_brokers, &[&schemas::topics::CREDENTIALS]).await?;
     let accounts = platform::accounts::Accounts::new(
         config.bootstrap_admin.clone(),
         config.operator_org.clone(),
@@ -57,9 +61,12 @@ pub async fn run(
         auditor.producer().clone(),
         schemas::topics::ACCESS.name,
     );
+    let portal = portal::Portal::new(config.portal.clone(), pool.clone(), auditor.clone())
+        .map_err(|e| StartError::Mail(e.to_string()))?;
     let state = http::AppState {
         clients,
         access_tokens: platform::clients::AccessTokens::new(),
+        portal,
         accounts,
         verifier: config.jwt.verifier()?,
         auditor,

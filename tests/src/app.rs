@@ -24,6 +24,8 @@ pub struct Services {
     pub ingest_limits: ingest::config::Limits,
     /// Serve ingest (HTTP and MLLP) and the query API over TLS with these files.
     pub tls: Option<platform::tls::TlsFiles>,
+    /// The portal's settings (idle timeout, e-mail outbox); the outbox is a fresh folder per app.
+    pub portal: query_api::portal::PortalConfig,
 }
 
 impl Default for Services {
@@ -33,6 +35,10 @@ impl Default for Services {
             max_body_bytes: 64 * 1024 * 1024,
             ingest_limits: ingest::config::Limits::default(),
             tls: None,
+            portal: query_api::portal::PortalConfig {
+                outbox: std::env::temp_dir().join(format!("hie-outbox-{}", uuid::Uuid::new_v4())),
+                ..Default::default()
+            },
         }
     }
 }
@@ -116,6 +122,10 @@ impl TestApp {
             bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
             operator_org: OPERATOR_ORG.into(),
             tls: services.tls.clone(),
+            portal: query_api::portal::PortalConfig {
+                public_url: format!("{query}/portal/"),
+                ..services.portal.clone()
+            },
         };
         stops.push(spawn(|stop| async move {
             query_api::run(config, listener, stop)
@@ -397,6 +407,7 @@ fn projector_config(broker: &Broker, db: &TestDb, addr: std::net::SocketAddr) ->
         fetch_wait: Duration::from_millis(10),
         // Short, so a test can see /healthz turn 503 while the views are held up.
         stall: Duration::from_secs(5),
+        matcher: true,
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the three services on random ports, spoken to only over their public APIs.
 
 mod app;
+pub mod browser;
 mod broker;
 mod database;
 mod stack;

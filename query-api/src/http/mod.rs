@@ -1,20 +1,20 @@
 //! The query API's HTTP routes (API.md, "Query API"), one file per resource.
 
-mod access_log;
-mod break_glass;
-mod caller;
+pub(crate) mod access_log;
+pub(crate) mod break_glass;
+pub(crate) mod caller;
 mod clients;
 mod consents;
 mod error;
 mod fhir;
 mod health;
 mod oauth;
-mod patients;
-mod position;
-mod records;
+pub(crate) mod patients;
+pub(crate) mod position;
+pub(crate) mod records;
 mod smart;
-mod sources;
-mod users;
+pub(crate) mod sources;
+pub(crate) mod users;
 
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ pub struct AppState {
     /// EHR clients (`hie.clients`) and the access tokens issued to them (SMART Backend Services).
     pub clients: platform::clients::Clients,
     pub access_tokens: platform::clients::AccessTokens,
+    pub portal: crate::portal::Portal,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,6 +66,11 @@ pub fn router(state: AppState) -> Router {
             get(oauth::smart_configuration),
         )
         .route("/oauth/token", post(oauth::token))
+        .route(
+            "/v1/users/{id}/temporary-password",
+            post(crate::portal::temporary_password_api),
+        )
+        .merge(crate::portal::routes())
         .merge(fhir::routes())
         .layer(axum::middleware::from_fn(platform::http::observe))
         .with_state(state)

@@ -276,6 +276,7 @@ async fn an_hs256_secret_under_32_bytes_refuses_to_start() {
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
         tls: None,
+        portal: Default::default(),
     };
     let ran = tokio::time::timeout(
         Duration::from_secs(30),
@@ -378,6 +379,7 @@ async fn rs256_tokens_need_the_configured_issuer_and_audience() {
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
         tls: None,
+        portal: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(query_api::run(config, listener, async move {
@@ -653,6 +655,7 @@ async fn a_disabled_account_stays_refused_while_the_registry_replays_after_a_rec
         bootstrap_admin: Some(BOOTSTRAP_ADMIN.into()),
         operator_org: OPERATOR_ORG.into(),
         tls: None,
+        portal: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(query_api::run(config, listener, async move {
