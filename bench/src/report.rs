@@ -3,8 +3,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::Sizes;
-
 pub struct Row {
     pub stage: String,
     pub measure: String,
@@ -75,19 +73,20 @@ fn num(v: f64) -> String {
 }
 
 pub struct Report {
-    sizes: Sizes,
     rows: Vec<Row>,
     notes: Vec<String>,
+    /// What each stage ran, in the order the stages ran ("What runs").
+    described: Vec<String>,
     machine: Vec<(String, String)>,
     took: Duration,
 }
 
 impl Report {
-    pub fn new(sizes: &Sizes) -> Report {
+    pub fn new() -> Report {
         Report {
-            sizes: sizes.clone(),
             rows: Vec::new(),
             notes: Vec::new(),
+            described: Vec::new(),
             machine: Vec::new(),
             took: Duration::ZERO,
         }
@@ -103,6 +102,11 @@ impl Report {
             row.ratio()
         );
         self.rows.push(row);
+    }
+
+    /// A stage's paragraph in "What runs": what it loads, how, and what its baseline is.
+    pub fn describe(&mut self, what: String) {
+        self.described.push(what);
     }
 
     pub fn note(&mut self, note: String) {
@@ -163,52 +167,18 @@ impl Report {
             let _ = writeln!(md, "- {k}: {v}");
         }
         md.push_str("\n## What runs\n\n");
-        let s = &self.sizes;
-        let _ = write!(
-            md,
+        md.push_str(
             "The harness starts its own stack the way the integration tests do: a Tansu broker (in-memory\n\
              storage) on a free loopback port, a fresh PostgreSQL database, and the **release** binaries of\n\
              ingest, projector and query-api as separate processes configured by environment, exactly as\n\
              deployed. Load comes from the harness process over loopback; everything shares the machine's\n\
-             cores, so figures are for the whole pipeline on one box, not for one process alone.\n\n\
-             - **ingest**: {reqs} measured requests (after 2 warm-up requests) of {batch} FHIR NDJSON lines\n\
-             \x20 ({ppr} patients, each a Patient line and its Observations) from {clients} concurrent clients;\n\
-             \x20 records/s = records accepted (202, so acknowledged by the broker) ÷ wall time. Baseline: the\n\
-             \x20 records ingest wrote are read back from `hie.records` and the same key/Avro bytes are sent by\n\
-             \x20 a bare rdkafka `FutureProducer` with the project's producer settings (idempotent,\n\
-             \x20 `acks=all`, `linger.ms=2`), {clients} concurrent senders of {batch} messages each awaiting all\n\
-             \x20 acknowledgements, to another topic of the same broker, from a separate process.\n\
-             - **freshness**: open loop at each rate for {fs} s; each request posts {fr} records of one of {pat}\n\
-             \x20 consented patients, and as soon as it has the 202, reads `GET /v1/patients/{{id}}/records?type=Observation`\n\
-             \x20 with the 202's position as `X-Min-Position` (the query API waits until the views include it);\n\
-             \x20 the figure is 202 → 200. Baseline: the broker's own floor at the same rate, a bare producer's\n\
-             \x20 acknowledgement of a group of {fr} messages → a bare consumer (same `fetch.wait.max.ms` as the\n\
-             \x20 projector, {fw} ms) having seen all of them.\n\
-             - **query**: {qc} closed-loop clients for {qs} s (after 1 s of warm-up) against the query API (all it\n\
-             \x20 does per read: JWT, patient and consent checks, and the audit event it makes durable on the\n\
-             \x20 broker before answering) and against a bare axum + tokio-postgres server (16 connections, same\n\
-             \x20 records SQL and JSON shape, no authentication, consent or audit), run as a separate process,\n\
-             \x20 over the same {pat} patients:\n\
-             \x20 once for all of a patient's records, once for `?type=Patient` (one row).\n\
-             - **projector replay**: a new database and a new projector process start from offset 0 of every\n\
-             \x20 topic; events/s = events applied (sum of `projection_offsets.next_offset`) ÷ time from the\n\
-             \x20 process start (migrations included) until the offsets pass every position ingest returned\n\
-             \x20 (Tansu's ListOffsets can report a partition's end too low, so ends come from produce results).\n\
-             \x20 Baseline: the `records` rows the replay produced, copied out and written back with one binary\n\
-             \x20 `COPY` into a table `LIKE records INCLUDING ALL` (same primary key and index), from a separate\n\
-             \x20 process.\n\
-             - **peak memory**: `VmHWM` from `/proc/<pid>/status` of each process just before it is stopped.\n\n\
-             Sizes are flags (`bench/run --help`); `--quick` is a one-minute smoke run.\n",
-            reqs = s.ingest_requests,
-            batch = s.batch,
-            ppr = s.patients_per_request,
-            clients = s.clients,
-            fs = s.fresh_secs,
-            fr = s.fresh_records,
-            pat = s.patients,
-            fw = crate::stack::FETCH_WAIT_MS,
-            qc = s.query_clients,
-            qs = s.query_secs,
+             cores, so figures are for the whole pipeline on one box, not for one process alone.\n\n",
+        );
+        for d in &self.described {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push_str(
+            "\nSizes are flags (`bench/run --help`); `--quick` is a one-minute smoke run.\n",
         );
         md
     }
