@@ -6,6 +6,7 @@
 //! a variant of [`Stage`] and its arm in [`Stage::run`]. What several stages need (the stack, the
 //! consented patients, a baseline's peak memory) lives in [`Bench`].
 
+pub mod fhir;
 pub mod freshness;
 pub mod ingest;
 pub mod memory;
@@ -33,16 +34,21 @@ pub enum Stage {
     Queries,
     /// Projector replay from offset 0 vs a bare COPY of the same rows.
     Replay,
+    /// The FHIR API as EHRs use it: every page of a paged `$everything`, and
+    /// `Observation?patient=&code=`, vs the bare handler (after the replay, which its records
+    /// would otherwise grow).
+    Fhir,
     /// Peak memory of each process vs its baseline's (last: it reads the whole run's peaks).
     Memory,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Ingest,
         Stage::Freshness,
         Stage::Queries,
         Stage::Replay,
+        Stage::Fhir,
         Stage::Memory,
     ];
 
@@ -52,6 +58,7 @@ impl Stage {
             Stage::Freshness => freshness::run(b, r).await,
             Stage::Queries => queries::run(b, r).await,
             Stage::Replay => replay::run(b, r).await,
+            Stage::Fhir => fhir::run(b, r).await,
             Stage::Memory => memory::run(b, r).await,
         }
     }
