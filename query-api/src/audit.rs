@@ -114,9 +114,23 @@ impl Auditor {
         recorded.map(|_| ())
     }
 
+    /// Record a data steward's identity decision (`hie.identity`); returns its position once
+    /// durable: the decision is its own audit record.
+    pub async fn identity(&self, event: &schemas::IdentityDecided) -> Result<Position, AuditError> {
+        self.publish(topics::IDENTITY.name, &event.key(), event)
+            .await
+    }
+
     /// Record an account's new state; returns its position once durable.
     pub async fn account(&self, event: &AccountRecorded) -> Result<Position, AuditError> {
         self.publish(topics::ACCOUNTS.name, &event.user_id, event)
+            .await
+    }
+
+    /// Record a consent decision taken in the portal (`hie.consents`, keyed by the patient's
+    /// source identity, as ingest does); returns its position once durable.
+    pub async fn consent(&self, event: &schemas::ConsentRecorded) -> Result<Position, AuditError> {
+        self.publish(topics::CONSENTS.name, &event.patient.key(), event)
             .await
     }
 

@@ -50,6 +50,10 @@ pub struct ConsentRow {
     /// The decision's place in its patient's log (one patient's consents share a partition):
     /// later decisions have larger numbers.
     pub seq: i64,
+    /// When the decision was recorded (`None` for the "no decision" marker row).
+    pub recorded_at: Option<SystemTime>,
+    /// When `member` joined the enterprise patient (a link or a merge); `None` for its root.
+    pub linked_at: Option<SystemTime>,
 }
 
 /// The decision in force for `org`, or `None` (no decision recorded).
@@ -91,10 +95,12 @@ pub fn governing<'a>(
 }
 
 /// An organization-specific decision beats an all-participants (`*`) one; a specific row that
-/// is revoked, expired or not yet effective leaves the `*` decision to apply. A merged patient's
-/// rows come from each linked patient: the stricter decision wins (deny, then deny except in an
-/// emergency, then no decision, then grant; Part 2 only when every grant covers it), so a merge
-/// never makes data more visible than either patient's own consent did.
+/// is revoked, expired or not yet effective leaves the `*` decision to apply. Consent follows the
+/// person: an enterprise patient's rows come from each linked identity (API.md, "Patient
+/// identity"). A decision recorded after the identities were linked is the person's; where
+/// decisions from before conflict, the stricter wins (deny, then deny except in an emergency,
+/// then no decision, then grant; Part 2 only when every grant covers it), so a link or a merge
+/// never makes data more visible than either identity's own consent did.
 pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<InForce> {
     if rows.iter().any(|r| r.withheld) {
         return Some(InForce {
@@ -105,12 +111,30 @@ pub fn decision_for(rows: &[ConsentRow], org: &str, now: SystemTime) -> Option<I
     let mut members: Vec<uuid::Uuid> = rows.iter().map(|r| r.member).collect();
     members.sort();
     members.dedup();
-    let each = members.iter().map(|m| {
-        let pick = |o: &str| governing(rows, *m, o, now).and_then(|r| r.in_force(now));
-        pick(org).or_else(|| pick("*"))
-    });
+    // Each identity's own decision in force, with the row it comes from.
+    let each: Vec<(Option<&ConsentRow>, Option<InForce>)> = members
+        .iter()
+        .map(|m| {
+            let pick =
+                |o: &str| governing(rows, *m, o, now).and_then(|r| r.in_force(now).map(|f| (r, f)));
+            match pick(org).or_else(|| pick("*")) {
+                Some((r, f)) => (Some(r), Some(f)),
+                None => (None, None),
+            }
+        })
+        .collect();
+    let linked = rows.iter().filter_map(|r| r.linked_at).max();
+    let newest = each
+        .iter()
+        .filter_map(|(r, f)| Some(((*r)?.recorded_at?, *f)))
+        .max_by_key(|(at, _)| *at);
+    if let (Some(linked), Some((at, f))) = (linked, newest) {
+        if at > linked {
+            return f;
+        }
+    }
     let mut stricter: Option<Option<InForce>> = None;
-    for d in each {
+    for (_, d) in each {
         stricter = Some(match stricter {
             None => d,
             Some(current) => strictest(current, d),
@@ -163,6 +187,8 @@ mod tests {
             part2: false,
             withheld: false,
             seq: 0,
+            recorded_at: None,
+            linked_at: None,
         }
     }
 
@@ -285,6 +311,47 @@ mod tests {
         // One patient alone: as before.
         assert_eq!(decide(&[of(1, "", "", false)]), None);
         assert_eq!(decide(&[]), None);
+    }
+
+    #[test]
+    fn a_decision_recorded_after_the_link_is_the_persons() {
+        let now = SystemTime::now();
+        let t = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let decide = |rows: &[ConsentRow]| decision_for(rows, "org-a", now);
+        let linked = ConsentRow {
+            linked_at: t(100),
+            ..of(2, "", "", false)
+        };
+        // Before the link identity 1 granted, identity 2 never decided: the stricter (none).
+        let early_grant = ConsentRow {
+            recorded_at: t(50),
+            ..of(1, "org-a", "grant", false)
+        };
+        assert_eq!(decide(&[early_grant.clone(), linked.clone()]), None);
+        // A grant recorded under either identity after the link is the person's.
+        let later_grant = ConsentRow {
+            recorded_at: t(150),
+            seq: 1,
+            ..of(2, "org-a", "grant", false)
+        };
+        assert_eq!(
+            decide(&[early_grant.clone(), linked.clone(), later_grant.clone()])
+                .unwrap()
+                .decision,
+            Decision::Grant
+        );
+        // And a deny recorded later still under identity 1 beats that grant.
+        let later_deny = ConsentRow {
+            recorded_at: t(200),
+            seq: 2,
+            ..of(1, "org-a", "deny", false)
+        };
+        assert_eq!(
+            decide(&[early_grant, linked, later_grant, later_deny])
+                .unwrap()
+                .decision,
+            Decision::Deny
+        );
     }
 
     #[test]

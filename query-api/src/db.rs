@@ -69,14 +69,18 @@ pub async fn search_patients(
                         WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)
                           AND NOT {PART2_IDENTIFIER})
              FROM patients p
-             -- A patient merged into another is found as the survivor (its identifiers moved).
-             WHERE p.merged_into IS NULL
-               AND ($1::text IS NULL OR lower(p.family) LIKE $1)
-               AND ($2::text IS NULL OR lower(p.given) LIKE $2)
-               AND ($3::text IS NULL OR p.birth_date = $3)
-               AND ($5::text IS NULL OR EXISTS (
-                     SELECT 1 FROM patient_identifiers i
-                     WHERE i.patient_id = p.patient_id AND i.value = $5 AND ($4::text = '' OR i.system = $4)))
+             -- One entry per enterprise patient, found by the demographics of any identity linked
+             -- into it (a maiden name at one source, a married name at another) and by any of
+             -- their identifiers.
+             WHERE p.patient_id IN (
+                 SELECT COALESCE(m.merged_into, m.patient_id) FROM patients m
+                 WHERE ($1::text IS NULL OR lower(m.family) LIKE $1)
+                   AND ($2::text IS NULL OR lower(m.given) LIKE $2)
+                   AND ($3::text IS NULL OR m.birth_date = $3)
+                   AND ($5::text IS NULL OR EXISTS (
+                         SELECT 1 FROM patient_identifiers i
+                         WHERE i.patient_id = COALESCE(m.merged_into, m.patient_id) AND i.value = $5
+                           AND ($4::text = '' OR i.system = $4))))
              ORDER BY p.family NULLS LAST, p.given NULLS LAST, p.patient_id
              LIMIT $6"
             )).await?,
@@ -105,9 +109,10 @@ const PATIENT_COLUMNS: &str = concat!(
     COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value, 'part2', ",
     part2_identifier!(),
     ") ORDER BY i.system, i.value)
-              FROM patient_identifiers i
-              -- Searchable, but a Social Security number is not shown.
-              WHERE i.patient_id = p.patient_id AND i.system <> 'http://hl7.org/fhir/sid/us-ssn'), '[]'::json)"
+              -- Every linked identity's, once (two sources may send the same identifier).
+              FROM (SELECT DISTINCT d.system, d.value FROM patient_identifiers d
+                    -- Searchable, but a Social Security number is not shown.
+                    WHERE d.patient_id = p.patient_id AND d.system <> 'http://hl7.org/fhir/sid/us-ssn') i), '[]'::json)"
 );
 
 fn patient_row(r: &tokio_postgres::Row) -> PatientRow {
@@ -166,8 +171,10 @@ pub async fn consents(
              SELECT m.patient_id, m.member, COALESCE(c.organization_id, ''), COALESCE(c.decision, ''),
                     c.effective_at, c.expires_at, COALESCE(c.part2, false), COALESCE(c.log_offset, -1),
                     EXISTS (SELECT 1 FROM quarantine q WHERE q.withholds AND q.status = 'open'
-                                AND (q.patient_id = m.member OR q.patient_id IS NULL))
+                                AND (q.patient_id = m.member OR q.patient_id IS NULL)),
+                    c.recorded_at, p.linked_at
              FROM members m
+             LEFT JOIN patients p ON p.patient_id = m.member AND p.merged_into IS NOT NULL
              LEFT JOIN consents c ON c.patient_id = m.member AND c.organization_id IN ($2, '*')").await?,
             &[&patients, &org],
         )
@@ -183,6 +190,8 @@ pub async fn consents(
             part2: r.get(6),
             seq: r.get(7),
             withheld: r.get(8),
+            recorded_at: r.get(9),
+            linked_at: r.get(10),
         });
     }
     Ok(out)
@@ -226,6 +235,8 @@ pub async fn consent_history(pool: &Pool, patient: Uuid) -> Result<Vec<ConsentEn
                 part2: r.get(5),
                 seq: r.get(6),
                 withheld: false,
+                recorded_at: Some(r.get(9)),
+                linked_at: None,
             },
             method: r.get(7),
             recorded_by: r.get(8),
@@ -410,4 +421,57 @@ pub async fn ping(pool: &Pool) -> bool {
         .await
         .map(|r| r.get::<_, bool>(0))
         .unwrap_or(false)
+}
+
+/// The enterprise patient a source identity belongs to, if the views know the identity.
+pub async fn identity_patient(
+    pool: &Pool,
+    identity: &schemas::PatientIdentity,
+) -> Result<Option<Uuid>, DbError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(
+            &client
+                .prepare_cached(
+                    "SELECT COALESCE(merged_into, patient_id) FROM patients WHERE patient_id = $1",
+                )
+                .await?,
+            &[&identity.patient_id()],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// The open possible matches, oldest first, each with both identities' demographics (as the
+/// views show them and as the matcher compared them) and the evidence. Never clinical data.
+pub async fn identity_reviews(pool: &Pool, limit: i64) -> Result<Vec<Value>, DbError> {
+    let client = pool.get().await?;
+    let side = |alias: &str| {
+        format!(
+            "json_build_object('assigning_authority', {a}.assigning_authority, 'mrn', {a}.mrn,
+                'enterprise_id', COALESCE({a}.merged_into, {a}.patient_id), 'name', {a}.display_name,
+                'family', {a}.family, 'given', {a}.given, 'birth_date', {a}.birth_date, 'sex', {a}.sex,
+                'compared', {a}.match_features)",
+            a = alias
+        )
+    };
+    let sql = format!(
+        "SELECT json_build_object('id', r.event_id || '/' || r.candidate_id, 'opened_at', r.opened_at,
+                'score', r.score, 'evidence', r.comparison, 'model', r.model,
+                'identity', {}, 'candidate', {})
+         FROM identity_reviews r
+         JOIN patients a ON a.patient_id = r.identity_id
+         JOIN patients b ON b.patient_id = r.candidate_id
+         WHERE r.status = 'open'
+         ORDER BY r.opened_at, r.event_id, r.candidate_id
+         LIMIT $1",
+        side("a"),
+        side("b")
+    );
+    Ok(client
+        .query(&client.prepare_cached(&sql).await?, &[&limit])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }

@@ -8,6 +8,7 @@ mod consents;
 mod error;
 mod fhir;
 mod health;
+mod identity;
 mod oauth;
 pub(crate) mod patients;
 pub(crate) mod position;
@@ -58,6 +59,9 @@ pub fn router(state: AppState) -> Router {
             get(access_log::break_glass_report),
         )
         .route("/v1/sources", get(sources::directory))
+        .route("/v1/identity/reviews", get(identity::reviews))
+        .route("/v1/identity/decisions", post(identity::decide))
+        .route("/v1/identity/unlink", post(identity::unlink))
         .route("/v1/users", get(users::list_users))
         .route("/v1/users/{id}", put(users::put_user))
         .route("/v1/clients/{id}", put(clients::put_client))
