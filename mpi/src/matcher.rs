@@ -31,6 +31,10 @@ impl Default for Thresholds {
     }
 }
 
+/// The model is estimated again from the matcher's own identities when it holds this many, then
+/// at every doubling (`learn`).
+pub const FIRST_ESTIMATE: usize = 10_000;
+
 /// Blocks larger than this are read only this far (their newest identities): a very common
 /// name and birth year must not make one identity cost thousands of comparisons.
 const MAX_BLOCK_READ: u32 = 300;
@@ -160,6 +164,7 @@ pub struct Matcher {
     index: Index,
     phonetic: Nysiis,
     comparisons: u64,
+    next_estimate: usize,
 }
 
 fn pair(a: u32, b: u32) -> (u32, u32) {
@@ -184,6 +189,7 @@ impl Matcher {
             index: Index::default(),
             phonetic: Nysiis::default(),
             comparisons: 0,
+            next_estimate: FIRST_ESTIMATE,
         }
     }
 
@@ -193,6 +199,18 @@ impl Matcher {
 
     pub fn set_model(&mut self, model: Model) {
         self.model = model;
+    }
+
+    /// Estimates the model again from the identities held, when their number has doubled since
+    /// the last estimate (from `FIRST_ESTIMATE` on); returns the new model's description.
+    pub fn learn(&mut self) -> Option<&str> {
+        if self.rows.len() < self.next_estimate {
+            return None;
+        }
+        let model = self.estimate(20_000, 300_000, self.rows.len() as u64);
+        self.model = model;
+        self.next_estimate = self.rows.len() * 2;
+        Some(&self.model.trained_on)
     }
 
     pub fn thresholds(&self) -> Thresholds {

@@ -118,17 +118,21 @@ impl Model {
         described: impl Into<String>,
     ) -> Model {
         let (mut m, start_u) = starting_point();
-        let u = level_shares(random).unwrap_or(start_u);
+        // Random pairs give u's starting point; EM then estimates u too, among the candidate
+        // pairs: the pairs the matcher scores are the ones blocking finds, and two people who
+        // share a birth date or a surname's sound agree more often than two taken at random.
+        let mut u = level_shares(random).unwrap_or(start_u);
         let patterns: Vec<(Comparison, f64)> = candidates
             .iter()
             .map(|(code, n)| (Comparison::from_code(*code), *n as f64))
             .collect();
         let total: f64 = patterns.iter().map(|(_, n)| n).sum();
-        let mut lambda = 0.3;
+        let mut lambda = 0.1;
         let mut iterations = 0;
-        for _ in 0..200 {
+        for _ in 0..500 {
             iterations += 1;
             let mut matched = vec![vec![0.0; MAX_LEVELS]; FIELDS.len()];
+            let mut unmatched = vec![vec![0.0; MAX_LEVELS]; FIELDS.len()];
             let mut matches = 0.0;
             for (c, n) in &patterns {
                 let (mut pm, mut pu) = (lambda, 1.0 - lambda);
@@ -143,6 +147,7 @@ impl Model {
                 for (f, level) in c.0.iter().enumerate() {
                     if let Some(l) = level {
                         matched[f][*l as usize] += p * n;
+                        unmatched[f][*l as usize] += (1.0 - p) * n;
                     }
                 }
             }
@@ -150,16 +155,18 @@ impl Model {
             let mut change = (new_lambda - lambda).abs();
             lambda = new_lambda;
             for (f, levels) in LEVELS.iter().enumerate() {
-                let sum: f64 = matched[f][..levels.len()].iter().sum();
-                for l in 0..levels.len() {
-                    // Never exactly 0: a level EM saw no match at stays possible, just unlikely.
-                    let v = ((matched[f][l] + 0.5) / (sum + 0.5 * levels.len() as f64))
-                        .clamp(1e-6, 1.0);
-                    change = change.max((v - m[f][l]).abs());
-                    m[f][l] = v;
+                for (estimate, counts) in [(&mut m, &matched), (&mut u, &unmatched)] {
+                    let sum: f64 = counts[f][..levels.len()].iter().sum();
+                    for l in 0..levels.len() {
+                        // Never exactly 0: a level EM saw in no pair stays possible, unlikely.
+                        let v = ((counts[f][l] + 0.5) / (sum + 0.5 * levels.len() as f64))
+                            .clamp(1e-6, 1.0);
+                        change = change.max((v - estimate[f][l]).abs());
+                        estimate[f][l] = v;
+                    }
                 }
             }
-            if change < 1e-6 {
+            if change < 1e-7 {
                 break;
             }
         }

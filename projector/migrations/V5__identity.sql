@@ -54,3 +54,6 @@ CREATE TABLE identity_decisions (
     comparison   jsonb
 );
 CREATE INDEX identity_decisions_by_identity ON identity_decisions (identity_id, decided_at);
+
+-- Search finds an enterprise patient through any identity linked into it.
+CREATE INDEX patients_merged_into ON patients (merged_into) WHERE merged_into IS NOT NULL;

@@ -35,9 +35,6 @@ pub const MATCHER: &str = "matcher";
 const LEADER_LOCK: i64 = 7_311_003;
 /// Decisions published and not yet acknowledged, at most.
 const IN_FLIGHT: usize = 512;
-/// The model is estimated again from the matcher's own identities when it holds this many, then
-/// at every doubling.
-const FIRST_ESTIMATE: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MatchingError {
@@ -122,7 +119,10 @@ async fn run_once(config: &Config, pool: &Pool) -> Result<(), MatchingError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let mut next_estimate = FIRST_ESTIMATE.max(matcher.identities() * 2);
+    let started = std::time::Instant::now();
+    if let Some(model) = matcher.learn() {
+        tracing::info!(trained_on = %model, seconds = started.elapsed().as_secs_f64(), "matcher model estimated");
+    }
     tracing::info!(
         identities = matcher.identities(),
         memory_bytes = matcher.memory_bytes(),
@@ -187,12 +187,9 @@ async fn run_once(config: &Config, pool: &Pool) -> Result<(), MatchingError> {
                 };
                 let features = Features::from_patient(&resource);
                 let decision = matcher.observe(&identity.assigning_authority, &identity.mrn, &features);
-                if matcher.identities() >= next_estimate {
-                    let started = std::time::Instant::now();
-                    let model = matcher.estimate(20_000, 200_000, matcher.identities() as u64);
-                    tracing::info!(trained_on = %model.trained_on, seconds = started.elapsed().as_secs_f64(), "matcher model estimated again");
-                    matcher.set_model(model);
-                    next_estimate = matcher.identities() * 2;
+                let started = std::time::Instant::now();
+                if let Some(model) = matcher.learn() {
+                    tracing::info!(trained_on = %model, seconds = started.elapsed().as_secs_f64(), "matcher model estimated again");
                 }
                 let Some(event) = decision_event(
                     &decision,
