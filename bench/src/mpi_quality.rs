@@ -114,3 +114,59 @@ pub fn speed(known: usize, matched: usize, seed: u64) -> Speed {
         load_seconds,
     }
 }
+
+/// Why true matches were missed, counted per record whose person was already known.
+pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String, usize)> {
+    use std::collections::HashMap;
+    let corpus = corpus(people, seed);
+    let mut m = Matcher::new(Model::default(), thresholds);
+    let mut person_of: HashMap<(String, String), u32> = HashMap::new();
+    let mut seen_people: std::collections::HashSet<u32> = Default::default();
+    let mut why: HashMap<String, usize> = HashMap::new();
+    for (authority, mrn, features, person) in &corpus {
+        let known_before = seen_people.contains(person);
+        let candidates = m.explain(authority, features);
+        let decision = m.observe(authority, mrn, features);
+        m.learn();
+        person_of.insert((authority.clone(), mrn.clone()), *person);
+        seen_people.insert(*person);
+        if !known_before {
+            if let Decision::Link(c) = &decision {
+                *why.entry("linked, but to someone else (new person)".into())
+                    .or_default() += 1;
+                let _ = c;
+            }
+            continue;
+        }
+        let truth = |c: &mpi::Candidate| person_of.get(&c.identity) == Some(person);
+        let outcome = match &decision {
+            Decision::Link(c) if truth(c) => continue,
+            Decision::Link(_) => "linked to another person".to_string(),
+            _ => {
+                let true_ones: Vec<&mpi::Candidate> =
+                    candidates.iter().filter(|c| truth(c)).collect();
+                match true_ones.iter().max_by(|a, b| a.score.total_cmp(&b.score)) {
+                    None => "true match not among candidates (blocking)".into(),
+                    Some(c) if c.comparison.twins() => {
+                        format!("twins veto: {:?}", c.comparison.named())
+                    }
+                    Some(c) if c.score < thresholds.link => format!(
+                        "below link: {}",
+                        c.comparison
+                            .named()
+                            .iter()
+                            .filter(|(_, l)| !matches!(*l, "exact" | "same" | "same_street"))
+                            .map(|(f, l)| format!("{f}={l}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    Some(_) => "above link but not linked (same source or contested)".into(),
+                }
+            }
+        };
+        *why.entry(outcome).or_default() += 1;
+    }
+    let mut v: Vec<(String, usize)> = why.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}

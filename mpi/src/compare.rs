@@ -83,8 +83,12 @@ impl Comparison {
 
     /// Clearly different given names at the same birth date: twins (or triplets) far more often
     /// than one person, however much else agrees (family, address, phone are the household's).
+    /// The same Social Security number says otherwise (twins have two): then the given names
+    /// are a nickname or a middle name the table does not know.
     pub fn twins(&self) -> bool {
-        self.0[GIVEN] == Some(3) && matches!(self.0[BIRTH], Some(0) | Some(1))
+        self.0[GIVEN] == Some(3)
+            && matches!(self.0[BIRTH], Some(0) | Some(1))
+            && self.0[SSN] != Some(0)
     }
 }
 

@@ -24,8 +24,10 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
+        // Chosen on the generated corpus (bench/run, stage mpi): the lowest link score whose
+        // precision stays at or above 99.9 %; below it, down to even odds, a steward decides.
         Thresholds {
-            link: 10.0,
+            link: 7.0,
             review: 0.0,
         }
     }
@@ -34,6 +36,13 @@ impl Default for Thresholds {
 /// The model is estimated again from the matcher's own identities when it holds this many, then
 /// at every doubling (`learn`).
 pub const FIRST_ESTIMATE: usize = 10_000;
+
+/// The most a name's frequency moves a score, either way (bits).
+const MAX_FREQUENCY_BITS: f64 = 6.0;
+
+/// How much better (bits) the best person must score than the next one above the link
+/// threshold to be linked without a steward.
+const CONTESTED_MARGIN: f64 = 5.0;
 
 /// Blocks larger than this are read only this far (their newest identities): a very common
 /// name and birth year must not make one identity cost thousands of comparisons.
@@ -165,6 +174,12 @@ pub struct Matcher {
     phonetic: Nysiis,
     comparisons: u64,
     next_estimate: usize,
+    /// How many identities carry each given name and each family name (interned), and the sums
+    /// of their squares: term frequencies, for `frequency_adjustment`.
+    given_counts: FxHashMap<Spur, u32>,
+    family_counts: FxHashMap<Spur, u32>,
+    given_squares: u64,
+    family_squares: u64,
 }
 
 fn pair(a: u32, b: u32) -> (u32, u32) {
@@ -190,6 +205,10 @@ impl Matcher {
             phonetic: Nysiis::default(),
             comparisons: 0,
             next_estimate: FIRST_ESTIMATE,
+            given_counts: FxHashMap::default(),
+            family_counts: FxHashMap::default(),
+            given_squares: 0,
+            family_squares: 0,
         }
     }
 
@@ -384,6 +403,19 @@ impl Matcher {
             self.index.insert(id, k);
         }
         if new {
+            fn count(counts: &mut FxHashMap<Spur, u32>, squares: &mut u64, name: Option<Spur>) {
+                if let Some(name) = name {
+                    let c = counts.entry(name).or_default();
+                    *squares += 2 * u64::from(*c) + 1;
+                    *c += 1;
+                }
+            }
+            count(&mut self.given_counts, &mut self.given_squares, row.given);
+            count(
+                &mut self.family_counts,
+                &mut self.family_squares,
+                row.family,
+            );
             self.rows.push(row);
             self.person.push(id);
         } else {
@@ -443,7 +475,7 @@ impl Matcher {
             if c.twins() {
                 continue;
             }
-            let score = self.model.score(&c);
+            let score = self.model.score(&c) + self.frequency_adjustment(&row, &c);
             let person = self.person_of(other);
             let slot = best.entry(person).or_insert((other, f64::MIN, c));
             if score > slot.1 {
@@ -459,6 +491,67 @@ impl Matcher {
         ranked
     }
 
+    /// Every identity the blocking keys find for these demographics, with its comparison and
+    /// score, without deciding or remembering anything (for measuring where matching loses).
+    pub fn explain(&mut self, authority: &str, features: &Features) -> Vec<Candidate> {
+        let row = self.row(authority, features);
+        let mut found = Vec::new();
+        for k in self.keys(&row, features) {
+            self.index.read(k, &mut found);
+        }
+        found.sort_unstable();
+        found.dedup();
+        let this = Entry {
+            row: &row,
+            names: &self.names,
+        };
+        found
+            .into_iter()
+            .map(|other| {
+                let c = compare(
+                    &this,
+                    &Entry {
+                        row: &self.rows[other as usize],
+                        names: &self.names,
+                    },
+                );
+                Candidate {
+                    identity: self.identity(other),
+                    score: self.model.score(&c) + self.frequency_adjustment(&row, &c),
+                    comparison: c,
+                }
+            })
+            .collect()
+    }
+
+    /// Agreeing on a rare name says more than agreeing on a common one (Splink's term-frequency
+    /// adjustment): for an exact given or family name, log₂ of how much rarer this name is than
+    /// the average agreement, `Σ f²`, bounded to ±`MAX_FREQUENCY_BITS`.
+    fn frequency_adjustment(&self, row: &Row, c: &Comparison) -> f64 {
+        let n = self.rows.len().max(1) as f64;
+        let adjust = |counts: &FxHashMap<Spur, u32>, squares: u64, name: Option<Spur>| {
+            let Some(count) = name.and_then(|s| counts.get(&s)) else {
+                return 0.0;
+            };
+            let frequency = f64::from(*count) / n;
+            let average = squares as f64 / (n * n);
+            if frequency <= 0.0 || average <= 0.0 {
+                return 0.0;
+            }
+            (average / frequency)
+                .log2()
+                .clamp(-MAX_FREQUENCY_BITS, MAX_FREQUENCY_BITS)
+        };
+        let mut bits = 0.0;
+        if c.0[crate::compare::GIVEN] == Some(0) {
+            bits += adjust(&self.given_counts, self.given_squares, row.given);
+        }
+        if c.0[crate::compare::FAMILY] == Some(0) {
+            bits += adjust(&self.family_counts, self.family_squares, row.family);
+        }
+        bits
+    }
+
     fn decide(&self, id: u32, ranked: Vec<(u32, f64, Comparison)>) -> Decision {
         let t = self.thresholds;
         let candidate = |(other, score, comparison): &(u32, f64, Comparison)| Candidate {
@@ -469,7 +562,10 @@ impl Matcher {
         let Some(best) = ranked.first() else {
             return Decision::NewPerson;
         };
-        let contested = ranked.get(1).is_some_and(|second| second.1 >= t.link);
+        // Another person scoring almost as high: two people so alike are for a steward.
+        let contested = ranked
+            .get(1)
+            .is_some_and(|second| second.1 >= t.link && best.1 - second.1 < CONTESTED_MARGIN);
         // A source knows a person once: two of its identities are two people unless it says
         // otherwise (ADT^A40), so the matcher does not link them on its own.
         let authority = self.rows[id as usize].authority;

@@ -101,6 +101,32 @@ virginia ginny ginger
 walter walt wally
 william bill billy will willy liam
 zachary zach zack
+kimberly kim kimmy
+theresa teresa terry tess tessa
+melissa missy mel lissa
+jacqueline jackie jacky
+madison maddie maddy
+amanda mandy manda
+natalie nat talia
+josephine josie jo
+sophia sophie
+dolores lola lolita
+guadalupe lupe lupita
+jose pepe
+francisco paco pancho frank
+jesus chuy
+eduardo lalo eddie
+manuel manny
+kathleen kathy kate katie
+mary molly polly mae mamie
+sarah sally sadie sara
+ann anne annie nancy nan
+alfonso poncho
+enrique kike
+ignacio nacho
+roberto beto
+alberto beto
+guillermo memo
 ";
 
 struct Table {

@@ -9,6 +9,19 @@ fn main() {
     let n = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let f = |i: usize, d: f64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     match args.get(1).map(String::as_str) {
+        Some("diagnose") => {
+            let d = Thresholds::default();
+            let t = Thresholds {
+                link: f(3, d.link),
+                review: f(4, d.review),
+            };
+            for (why, n) in mpi_quality::diagnose(n(2, 20_000), 42, t)
+                .into_iter()
+                .take(40)
+            {
+                println!("{n:6}  {why}");
+            }
+        }
         Some("train") => println!("{}", mpi_quality::train(n(2, 100_000), 1).to_json()),
         Some("speed") => {
             let s = mpi_quality::speed(n(2, 1_000_000), 50_000, 7);
