@@ -750,3 +750,83 @@ impl Matcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(given: &str, family: &str, birth: &str, street: &str, phone: &str) -> Features {
+        Features {
+            given: normalize::name(given),
+            family: normalize::name(family),
+            birth_date: Some(birth.into()),
+            sex: Some("female".into()),
+            street: normalize::street(street),
+            postal_code: Some("02139".into()),
+            phone: normalize::phone(phone),
+            ..Features::default()
+        }
+    }
+
+    #[test]
+    fn one_person_links_across_sources_and_twins_stay_apart() {
+        let mut m = Matcher::new(Model::default(), Thresholds::default());
+        let margaret = person(
+            "Margaret",
+            "Okafor",
+            "1961-03-09",
+            "40 Elm Avenue",
+            "617-555-0199",
+        );
+        assert_eq!(m.observe("urn:a", "1", &margaret), Decision::NewPerson);
+        // A nickname, the street abbreviated, day and month swapped, another phone format.
+        let peggy = person(
+            "PEGGY",
+            "Okafor",
+            "1961-09-03",
+            "40 Elm Ave.",
+            "(617) 555 0199",
+        );
+        match m.observe("urn:b", "9", &peggy) {
+            Decision::Link(c) => assert_eq!(c.identity, ("urn:a".into(), "1".into())),
+            other => panic!("not linked: {other:?}"),
+        }
+        assert_eq!(m.person("urn:a", "1").len(), 2);
+        // Her twin: same household and birth date, another given name.
+        let twin = person(
+            "Chiamaka",
+            "Okafor",
+            "1961-03-09",
+            "40 Elm Avenue",
+            "617-555-0199",
+        );
+        assert_eq!(m.observe("urn:b", "10", &twin), Decision::NewPerson);
+        // Sent again unchanged: nothing to decide.
+        assert_eq!(m.observe("urn:b", "9", &peggy), Decision::Unchanged);
+        // A steward's unlink keeps them apart from then on.
+        m.unlink(("urn:b", "9"));
+        assert_eq!(m.person("urn:a", "1").len(), 1);
+        let changed = Features {
+            phone: normalize::phone("617-555-0000"),
+            ..peggy
+        };
+        assert!(!matches!(
+            m.observe("urn:b", "9", &changed),
+            Decision::Link(_)
+        ));
+    }
+
+    #[test]
+    fn a_source_knows_a_person_once() {
+        let mut m = Matcher::new(Model::default(), Thresholds::default());
+        let a = person(
+            "Ada",
+            "Lovelace",
+            "1915-12-10",
+            "1 Byron Road",
+            "555-010-0001",
+        );
+        m.observe("urn:a", "1", &a);
+        assert!(matches!(m.observe("urn:a", "2", &a), Decision::Review(_)));
+    }
+}
