@@ -81,6 +81,12 @@ pub struct Sizes {
     /// resource type (`Patient`: one row).
     #[arg(long, value_delimiter = ',', default_value = "all,Patient")]
     query_types: Vec<String>,
+    /// MPI: people in the quality corpus (each at 2–4 sources).
+    #[arg(long, default_value_t = 100_000)]
+    mpi_people: usize,
+    /// MPI: identities already known when matching speed is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    mpi_known: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +144,8 @@ fn main() -> Result<()> {
                 sizes.fresh_secs = 3;
                 sizes.patients = 10;
                 sizes.query_secs = 3;
+                sizes.mpi_people = 5_000;
+                sizes.mpi_known = 20_000;
             }
             let partial = !cli.stages.is_empty();
             let stages = if partial {

@@ -10,6 +10,7 @@ pub mod fhir;
 pub mod freshness;
 pub mod ingest;
 pub mod memory;
+pub mod mpi;
 pub mod queries;
 pub mod replay;
 
@@ -38,17 +39,21 @@ pub enum Stage {
     /// `Observation?patient=&code=`, vs the bare handler (after the replay, which its records
     /// would otherwise grow).
     Fhir,
+    /// The master patient index: matching quality on the generated corpus vs the exact
+    /// name + birth date rule, and identities matched per second with a million known.
+    Mpi,
     /// Peak memory of each process vs its baseline's (last: it reads the whole run's peaks).
     Memory,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Ingest,
         Stage::Freshness,
         Stage::Queries,
         Stage::Replay,
         Stage::Fhir,
+        Stage::Mpi,
         Stage::Memory,
     ];
 
@@ -59,6 +64,7 @@ impl Stage {
             Stage::Queries => queries::run(b, r).await,
             Stage::Replay => replay::run(b, r).await,
             Stage::Fhir => fhir::run(b, r).await,
+            Stage::Mpi => mpi::run(b, r).await,
             Stage::Memory => memory::run(b, r).await,
         }
     }
