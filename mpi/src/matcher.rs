@@ -42,11 +42,11 @@ const MAX_FREQUENCY_BITS: f64 = 6.0;
 
 /// How much better (bits) the best person must score than the next one above the link
 /// threshold to be linked without a steward.
-const CONTESTED_MARGIN: f64 = 5.0;
+const CONTESTED_MARGIN: f64 = 2.0;
 
 /// Blocks larger than this are read only this far (their newest identities): a very common
 /// name and birth year must not make one identity cost thousands of comparisons.
-const MAX_BLOCK_READ: u32 = 300;
+const MAX_BLOCK_READ: u32 = 100;
 
 /// A candidate the matcher compared, with its score and comparison vector.
 #[derive(Debug, Clone, PartialEq)]
