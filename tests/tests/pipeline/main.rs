@@ -9,6 +9,7 @@ mod drop_folder;
 mod fhir_api;
 mod hl7_mllp;
 mod hostile_input;
+mod identity;
 mod large_records;
 mod merge;
 mod observability;
