@@ -332,7 +332,7 @@ async fn fhir_reads_of_a_synthea_patient_follow_consent_and_are_audited() {
 
     // No consent: clinical reads are refused like /v1, with the same code.
     let observations = format!("/fhir/Observation?patient={id}");
-    let everything = format!("/fhir/Patient/{id}/$everything");
+    let everything = format!("/fhir/Patient/{id}/$everything?_count=1000");
     for path in [&observations, &everything] {
         let (status, body) = fhir(app.get(path, &dr, Some(&pos)).await).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");

@@ -6,6 +6,7 @@ mod bad_input;
 mod consent;
 mod dead_letters;
 mod drop_folder;
+mod ehr_smart;
 mod fhir_api;
 mod hl7_mllp;
 mod hostile_input;
