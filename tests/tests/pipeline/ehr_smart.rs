@@ -194,27 +194,23 @@ async fn an_ehr_client_with_only_its_key_pages_through_a_patient_under_consent()
         .await
         .unwrap();
     let records = &v1["records"];
-    // An Observation code that several of the patient's Observations carry.
-    let code = records
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["resourceType"] == "Observation")
-        .map(|r| {
-            format!(
+    // The Observation code the patient's Observations carry most often.
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for r in records.as_array().unwrap() {
+        if r["resourceType"] == "Observation" {
+            let c = &r["code"]["coding"][0];
+            let key = format!(
                 "{}|{}",
-                r["code"]["coding"][0]["system"].as_str().unwrap(),
-                r["code"]["coding"][0]["code"].as_str().unwrap()
-            )
-        })
-        .max_by_key(|c| {
-            records
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r.to_string().contains(c.split('|').nth(1).unwrap()))
-                .count()
-        })
+                c["system"].as_str().unwrap(),
+                c["code"].as_str().unwrap()
+            );
+            *codes.entry(key).or_default() += 1;
+        }
+    }
+    let code = codes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(c, _)| c.clone())
         .unwrap();
     let coded: BTreeSet<String> = records
         .as_array()
