@@ -244,6 +244,31 @@ pub async fn run(args: Args) -> Result<()> {
         let found = find_patient(&client, query, &physician, &last_position, aa, mrn).await?;
         people.push((p, found));
     }
+    // The master patient index links the people both sources know (B and D): wait for it.
+    let mut links = Vec::new();
+    for (p, found) in &people {
+        let (Some(_), Some(northside)) = (p.mercy_mrn, p.northside_mrn) else {
+            continue;
+        };
+        let mut linked = false;
+        for _ in 0..20 {
+            let other = find_patient(
+                &client,
+                query,
+                &physician,
+                &last_position,
+                NORTHSIDE_AA,
+                northside,
+            )
+            .await?;
+            if other.id == found.id {
+                linked = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        links.push((p.label, found.id.clone(), linked));
+    }
     let synthea_patient = match synthea.iter().flat_map(|f| &f.mrns).next() {
         Some(mrn) => {
             Some(find_patient(&client, query, &physician, &last_position, SYNTHEA_AA, mrn).await?)
@@ -260,6 +285,14 @@ pub async fn run(args: Args) -> Result<()> {
         synthea_patient.as_ref(),
         &tokens,
     );
+    println!("\nMaster patient index (Mercy + Northside know the same person under two MRNs):");
+    for (label, id, linked) in links {
+        if linked {
+            println!("  {label}  both identities → one patient {id} (search by either MRN)");
+        } else {
+            println!("  {label}  not linked yet (see GET /v1/identity/reviews as a data steward)");
+        }
+    }
     print_portal_logins(&secret, query).await?;
     Ok(())
 }
