@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::caller::Caller;
 use super::position::CaughtUp;
 use super::{ApiError, AppState};
+use crate::audit::Access;
 use crate::db;
 
 const NOT_A_STEWARD: ApiError = ApiError::Forbidden(
@@ -40,9 +41,41 @@ pub async fn reviews(
     _: CaughtUp,
     Query(q): Query<ReviewQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    steward(&user)?;
+    let role = steward(&user)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let reviews = db::identity_reviews(&state.pool, limit).await?;
+    // Demographics shown are reads like a search's: each enterprise patient shown is in the
+    // access log (basis `identity_review`) before the answer.
+    let mut shown: Vec<uuid::Uuid> = reviews
+        .iter()
+        .flat_map(|r| {
+            [
+                &r["identity"]["enterprise_id"],
+                &r["candidate"]["enterprise_id"],
+            ]
+        })
+        .filter_map(|id| id.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    shown.sort();
+    shown.dedup();
+    state
+        .auditor
+        .accesses(
+            shown
+                .into_iter()
+                .map(|patient| Access {
+                    user: &user,
+                    role,
+                    patient,
+                    action: "identity:reviews".into(),
+                    basis: "identity_review",
+                    outcome: "shown".into(),
+                    returned: 1,
+                    withheld: 0,
+                })
+                .collect(),
+        )
+        .await?;
     Ok(Json(json!({ "reviews": reviews })))
 }
 

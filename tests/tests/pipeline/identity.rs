@@ -133,11 +133,9 @@ async fn one_person_at_two_sources_is_one_patient_until_a_steward_unlinks() {
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}});
     app.post_bundle_ok("hosp-a", &key_a, &bundle(a, observation))
         .await;
-    let (a_id, _) = until(&app, AA_A, "A-100", "hospital A's patient", |f| {
-        f.is_some()
-    })
-    .await
-    .unwrap();
+    let (a_id, _) = until(&app, AA_A, "A-100", "hospital A's patient", |f| f.is_some())
+        .await
+        .unwrap();
     app.post_bundle_ok("clinic-b", &key_b, &bundle(b, condition))
         .await;
     let sent = Instant::now();
@@ -148,10 +146,16 @@ async fn one_person_at_two_sources_is_one_patient_until_a_steward_unlinks() {
     })
     .await
     .unwrap();
-    eprintln!("linked and visible {:?} after clinic B's 202", sent.elapsed());
+    eprintln!(
+        "linked and visible {:?} after clinic B's 202",
+        sent.elapsed()
+    );
     assert_eq!(found, a_id);
     let identifiers = p["identifiers"].to_string();
-    assert!(identifiers.contains("A-100") && identifiers.contains("B-7"), "{p}");
+    assert!(
+        identifiers.contains("A-100") && identifiers.contains("B-7"),
+        "{p}"
+    );
     // One entry per person in a search by name.
     let token = app.token("org-any", &["front_desk"]);
     let body: Value = app
@@ -167,12 +171,19 @@ async fn one_person_at_two_sources_is_one_patient_until_a_steward_unlinks() {
     let reader = app.token("org-r", &["physician"]);
     let position = app.consent(AA_B, "B-7", "org-r", "grant").await;
     let r = app
-        .get(&format!("/v1/patients/{a_id}/records"), &reader, Some(&position))
+        .get(
+            &format!("/v1/patients/{a_id}/records"),
+            &reader,
+            Some(&position),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         record_types(&app, &reader, &a_id).await,
-        (StatusCode::OK, vec!["Condition".into(), "Observation".into()])
+        (
+            StatusCode::OK,
+            vec!["Condition".into(), "Observation".into()]
+        )
     );
     // The id clinic B's identity had on its own still answers, for the person it became.
     let b_own = PatientIdentity {
@@ -183,7 +194,10 @@ async fn one_person_at_two_sources_is_one_patient_until_a_steward_unlinks() {
     .to_string();
     assert_eq!(
         record_types(&app, &reader, &b_own).await,
-        (StatusCode::OK, vec!["Condition".into(), "Observation".into()])
+        (
+            StatusCode::OK,
+            vec!["Condition".into(), "Observation".into()]
+        )
     );
 
     // Stewards: the review queue and decisions are theirs alone; clinical data never is.
@@ -223,8 +237,12 @@ async fn one_person_at_two_sources_is_one_patient_until_a_steward_unlinks() {
     eprintln!("unlink visible {:?} after its 202", unlinked.elapsed());
     app.consent(AA_A, "A-100", "org-r", "grant").await;
     let position = app.consent(AA_B, "B-7", "org-r", "grant").await;
-    app.get(&format!("/v1/patients/{a_id}/records"), &reader, Some(&position))
-        .await;
+    app.get(
+        &format!("/v1/patients/{a_id}/records"),
+        &reader,
+        Some(&position),
+    )
+    .await;
     assert_eq!(
         record_types(&app, &reader, &a_id).await,
         (StatusCode::OK, vec!["Observation".into()])
@@ -271,13 +289,19 @@ async fn twins_at_one_address_stay_two_patients() {
     app.post_bundle_ok(
         "hosp-a",
         &key_a,
-        &bundle(household(AA_A, "A-1", "Adaeze", "222-33-4444"), note.clone()),
+        &bundle(
+            household(AA_A, "A-1", "Adaeze", "222-33-4444"),
+            note.clone(),
+        ),
     )
     .await;
     app.post_bundle_ok(
         "clinic-b",
         &key_b,
-        &bundle(household(AA_B, "B-1", "Chiamaka", "222-33-4445"), note.clone()),
+        &bundle(
+            household(AA_B, "B-1", "Chiamaka", "222-33-4445"),
+            note.clone(),
+        ),
     )
     .await;
     // And Adaeze again at the clinic, as "ADAEZE": her, not her sister.
@@ -300,10 +324,126 @@ async fn twins_at_one_address_stay_two_patients() {
     assert_ne!(chiamaka, adaeze, "twins linked");
     let token = app.token("org-any", &["front_desk"]);
     let body: Value = app
-        .get("/v1/patients?family=okafor&birth_date=2001-09-12", &token, None)
+        .get(
+            "/v1/patients?family=okafor&birth_date=2001-09-12",
+            &token,
+            None,
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(body["patients"].as_array().unwrap().len(), 2, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_possible_match_waits_for_a_steward_and_widens_nothing() {
+    let app = TestApp::spawn().await;
+    let key_a = app.register_source("hosp-a", "org-a", AA_A).await;
+    let key_b = app.register_source("clinic-b", "org-b", AA_B).await;
+    // The same name and birth date, but another address and phone and no SSN: maybe a move,
+    // maybe a namesake.
+    let who = |aa: &str, mrn: &str, street: &str, postal: &str, phone: &str| {
+        patient(
+            aa,
+            mrn,
+            json!({
+                "name": [{"family": "Vasquez", "given": ["Teodora"]}],
+                "gender": "female", "birthDate": "1950-02-20",
+                "address": [{"line": [street], "postalCode": postal}],
+                "telecom": [{"system": "phone", "value": phone}],
+            }),
+        )
+    };
+    let obs = json!({"resourceType": "Observation", "id": "o", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}});
+    app.post_bundle_ok(
+        "hosp-a",
+        &key_a,
+        &bundle(
+            who(AA_A, "A-5", "3 Oak Road", "01001", "413-555-0100"),
+            obs.clone(),
+        ),
+    )
+    .await;
+    let (a_id, _) = until(&app, AA_A, "A-5", "A-5", |f| f.is_some())
+        .await
+        .unwrap();
+    app.post_bundle_ok(
+        "clinic-b",
+        &key_b,
+        &bundle(
+            who(AA_B, "B-5", "77 Pine Lane", "02760", "413-555-0999"),
+            obs,
+        ),
+    )
+    .await;
+
+    // It reaches the steward's queue with both sides and the evidence, and links nothing.
+    let steward = app.token("org-hie", &["data_steward"]);
+    let started = Instant::now();
+    let review = loop {
+        let body: Value = app
+            .get("/v1/identity/reviews", &steward, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(r) = body["reviews"].as_array().and_then(|a| a.first()) {
+            break r.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no review");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sides = [
+        review["identity"]["mrn"].as_str().unwrap(),
+        review["candidate"]["mrn"].as_str().unwrap(),
+    ];
+    assert!(sides.contains(&"A-5") && sides.contains(&"B-5"), "{review}");
+    assert_eq!(review["evidence"]["birth_date"], "exact", "{review}");
+    assert_eq!(review["evidence"]["address"], "different", "{review}");
+    assert_eq!(review["identity"]["family"], "Vasquez", "{review}");
+    let (b_id, _) = enterprise(&app, AA_B, "B-5").await.unwrap();
+    assert_ne!(a_id, b_id, "a possible match is no link");
+
+    // The steward's read of the queue is in the patients' access logs.
+    let admin = app.admin();
+    let started = Instant::now();
+    loop {
+        let body: Value = app
+            .get(&format!("/v1/patients/{a_id}/access-log"), &admin, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["basis"] == "identity_review"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Not a match: the review closes, and they stay two.
+    let decision = json!({"identities": [
+        {"assigning_authority": AA_A, "mrn": "A-5"},
+        {"assigning_authority": AA_B, "mrn": "B-5"}], "decision": "not_a_match"});
+    let r = app
+        .post_query("/v1/identity/decisions", &steward, &decision)
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let position = r.json::<Value>().await.unwrap()["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body: Value = app
+        .get("/v1/identity/reviews", &steward, Some(&position))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["reviews"], json!([]), "{body}");
+    assert_ne!(enterprise(&app, AA_B, "B-5").await.unwrap().0, a_id);
 }
