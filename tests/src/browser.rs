@@ -125,25 +125,59 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
-    /// A button or link whose accessible name (text or aria-label) holds `name`.
+    /// A button or link whose accessible name (text or aria-label) is `name`, else starts with
+    /// it, else holds it.
     pub async fn control(&self, name: &str) -> Element {
         let l = literal(name);
-        let xpath = format!(
-            "//button[contains({t}, {l}) or contains({a}, {l})] | //a[contains({t}, {l}) or contains({a}, {l})]",
-            t = lower("."),
-            a = lower("@aria-label"),
-        );
-        match self.client.find(Locator::XPath(&xpath)).await {
-            Ok(e) => e,
-            Err(_) => panic!(
-                "no control named {name:?} on {}: {}",
-                self.path().await,
-                self.text().await
-            ),
+        let (t, a) = (lower("."), lower("@aria-label"));
+        for test in [
+            format!("{t} = {l} or {a} = {l}"),
+            format!("starts-with({t}, {l}) or starts-with({a}, {l})"),
+            format!("contains({t}, {l}) or contains({a}, {l})"),
+        ] {
+            let xpath = format!("//button[{test}] | //a[{test}]");
+            if let Ok(e) = self.client.find(Locator::XPath(&xpath)).await {
+                return e;
+            }
+        }
+        panic!(
+            "no control named {name:?} on {}: {}",
+            self.path().await,
+            self.text().await
+        )
+    }
+
+    /// Click a control that loads a new page, and wait until it has loaded.
+    pub async fn click(&self, name: &str) {
+        let control = self.control(name).await;
+        self.client
+            .execute("window.__oldPage = true; return true;", vec![])
+            .await
+            .unwrap();
+        control.click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.__oldPage !== true && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .unwrap_or(Value::Bool(false));
+            if loaded == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {name:?} loaded no page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub async fn click(&self, name: &str) {
+    /// Click a control that stays on the page (a pop-up link).
+    pub async fn click_in_place(&self, name: &str) {
         self.control(name).await.click().await.unwrap();
     }
 
@@ -179,13 +213,9 @@ impl Browser {
         }
     }
 
+    /// The page (loaded) holds `needle`.
     pub async fn assert_text(&self, needle: &str) {
-        let text = self.text().await;
-        assert!(
-            text.to_lowercase().contains(&needle.to_lowercase()),
-            "{needle:?} not on {}: {text}",
-            self.path().await
-        );
+        self.wait_text(needle, Duration::from_secs(5)).await;
     }
 
     /// Run axe-core in the page; panics listing any violation.

@@ -2,8 +2,8 @@
 //! and the three services on random ports, spoken to only over their public APIs.
 
 mod app;
-pub mod browser;
 mod broker;
+pub mod browser;
 mod database;
 mod stack;
 mod up;

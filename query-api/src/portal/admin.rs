@@ -161,7 +161,7 @@ async fn accounts_page(
                                 td {
                                     form method="post" action={ "/portal/admin/accounts/" (id) "/temporary-password" } {
                                         (csrf(visit))
-                                        button type="submit" aria-label={ "Issue a temporary password for " (id) } { "Issue temporary password" }
+                                        button type="submit" aria-label={ "Issue temporary password for " (id) } { "Issue temporary password" }
                                     }
                                 }
                             }

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, SinglePart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +49,16 @@ impl Mailer {
             .to(to
                 .parse()
                 .map_err(|_| MailError::Build("to address".into()))?)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .subject(subject);
+        // Plain 7-bit text where it can be (links stay whole for any reader), else lettre's choice.
+        let body = Body::new_with_encoding(body.clone(), ContentTransferEncoding::SevenBit)
+            .unwrap_or_else(|_| Body::new(body));
+        let message = message
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body),
+            )
             .map_err(|e| MailError::Build(e.to_string()))?;
         match self {
             Mailer::Smtp(t) => t

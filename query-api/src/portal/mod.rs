@@ -6,6 +6,7 @@
 mod admin;
 pub use admin::temporary_password_api;
 mod auth;
+mod consent;
 pub mod credentials;
 mod mail;
 mod oversight;
@@ -165,6 +166,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/portal/patients/{id}/access-log",
             get(oversight::access_log),
+        )
+        .route(
+            "/portal/patients/{id}/consent",
+            get(consent::consent_page).post(consent::record_consent),
         )
         .route(
             "/portal/reports/break-glass",

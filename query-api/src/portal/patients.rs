@@ -421,8 +421,9 @@ pub async fn patient(
                     dt { "Break-the-Glass" } dd { "possible for your role" }
                 }
             }
-            @if oversees {
-                p { a href={ "/portal/patients/" (patient) "/access-log" } { "Access log" } }
+            p.actions {
+                a href={ "/portal/patients/" (patient) "/consent" } { "Record consent" }
+                @if oversees { " · " a href={ "/portal/patients/" (patient) "/access-log" } { "Access log" } }
             }
             section #records aria-live="polite" aria-label="Clinical records" data-live={ "/portal/patients/" (patient) "/live?since=" (fp) } {
                 (records)

@@ -15,6 +15,7 @@ mod large_records;
 mod merge;
 mod observability;
 mod phi_logs;
+mod portal;
 mod privacy;
 mod projector_restart;
 mod quarantine;
