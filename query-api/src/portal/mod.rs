@@ -155,6 +155,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/portal/patients/{id}", get(patients::patient))
         .route("/portal/patients/{id}/live", get(patients::live))
+        .route("/portal/patients/{id}/section", get(patients::section))
         .route(
             "/portal/patients/{id}/records/{kind}/{key}",
             get(patients::record_popup),

@@ -425,7 +425,7 @@ pub async fn patient(
                 a href={ "/portal/patients/" (patient) "/consent" } { "Record consent" }
                 @if oversees { " · " a href={ "/portal/patients/" (patient) "/access-log" } { "Access log" } }
             }
-            section #records aria-live="polite" aria-label="Clinical records" data-live={ "/portal/patients/" (patient) "/live?since=" (fp) } {
+            section #records aria-live="polite" aria-label="Clinical records" data-live={ "/portal/patients/" (patient) "/live?since=" (fp) } data-section={ "/portal/patients/" (patient) "/section" } {
                 (records)
             }
         },
@@ -438,9 +438,10 @@ pub struct LiveQuery {
     since: String,
 }
 
-/// Server-sent events for an open patient page: when the patient's records or consent change,
-/// an audited read is made and the new records section sent. The stream does not keep the session
-/// alive; it ends with the session.
+/// Server-sent events for an open patient page: when the patient's records, consent or the
+/// user's Break-the-Glass change, a `changed` event; the page then fetches the records section
+/// (`section`: an audited read, made only by a page that is still open). The stream does not keep
+/// the session alive; it ends with the session.
 pub async fn live(
     State(state): State<AppState>,
     SignedIn { visit, user }: SignedIn,
@@ -474,13 +475,8 @@ pub async fn live(
                 if now == seen {
                     continue;
                 }
-                let Ok(section) = clinical(&state, &user, patient, "portal:live").await else {
-                    continue;
-                };
                 seen = now;
-                let event = Event::default()
-                    .event("records")
-                    .data(section.into_string());
+                let event = Event::default().event("changed").data(seen.clone());
                 return Some((Ok(event), (state, user, sid, seen, false)));
             }
         },
@@ -490,6 +486,25 @@ pub async fn live(
             .keep_alive(KeepAlive::default())
             .into_response(),
     )
+}
+
+/// The records section alone, fetched by an open patient page when its stream says something
+/// changed: an audited read (`portal:live`). Background: it does not count as activity.
+pub async fn section(
+    State(state): State<AppState>,
+    SignedIn { visit, user }: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let read = async {
+        let patient = known_patient(&state, &id).await?;
+        clinical(&state, &user, patient, "portal:live").await
+    }
+    .await;
+    match read {
+        Ok(section) => visit
+            .finish(([(axum::http::header::CACHE_CONTROL, "no-store")], section).into_response()),
+        Err(e) => api_error(&visit, e),
+    }
 }
 
 /// One lab result or document, for its pop-up window: an audited read of that kind of record.

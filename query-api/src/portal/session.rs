@@ -20,6 +20,8 @@ use rand::RngCore;
 use crate::http::AppState;
 
 pub const COOKIE_NAME: &str = "hie_portal";
+/// The header a page's own background requests carry.
+pub const BACKGROUND: &str = "x-hie-background";
 /// How long a session nobody signed in to lasts: it holds only a CSRF token, and a sign-in page
 /// left open for a while must still work.
 const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -214,6 +216,8 @@ impl FromRequestParts<AppState> for Visit {
         let idle = portal.config.idle_timeout;
         let secure = state.config.tls.is_some();
         let mut timed_out = false;
+        // What a page fetches by itself (a live update) is not the user's activity.
+        let background = parts.headers.contains_key(BACKGROUND);
         if let Some(sid) = sid_from(parts) {
             let found = {
                 let mut map = portal.sessions.inner.lock().expect("sessions lock");
@@ -226,7 +230,9 @@ impl FromRequestParts<AppState> for Visit {
                                 ANONYMOUS_LIFETIME
                             } =>
                     {
-                        s.last_seen = Instant::now();
+                        if !background {
+                            s.last_seen = Instant::now();
+                        }
                         Some(s.clone())
                     }
                     Some(s) => {

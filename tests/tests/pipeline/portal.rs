@@ -277,6 +277,8 @@ async fn a_clinician_and_a_privacy_officer_use_every_screen_of_the_portal_in_a_b
     b.assert_text("break_glass").await;
     b.assert_text("dr-portal").await;
     b.assert_text("portal:records").await;
+    // One live update, one audited read: made by the open page, not by a stream left behind.
+    assert_eq!(b.text().await.matches("portal:live").count(), 1);
     b.screen("access-log").await;
     b.click("Break-the-Glass report").await;
     b.assert_text("Unconscious in the emergency department")
@@ -494,4 +496,126 @@ async fn only_an_admin_of_the_accounts_organization_issues_its_temporary_passwor
     assert_eq!(r.status(), StatusCode::CREATED);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["temporary_password"].as_str().unwrap().len(), 16);
+}
+
+/// Every `CredentialRecorded` on `hie.credentials`, with its raw bytes, read until `expected`.
+async fn credential_events(
+    app: &TestApp,
+    expected: usize,
+) -> Vec<(schemas::CredentialRecorded, Vec<u8>)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", app.broker.address())
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(schemas::topics::CREDENTIALS.name, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("credential event not on the topic")
+            .unwrap();
+        let bytes = m.payload().unwrap().to_vec();
+        out.push((schemas::decode(&bytes).unwrap(), bytes));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_lock_the_account_and_the_log_records_them_without_a_password_or_hash() {
+    let app = TestApp::spawn().await;
+    let temp = account_with_temporary_password(
+        &app,
+        "clerk-lock",
+        "clerk@lock.example",
+        ORG,
+        &["front_desk"],
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // A session and its CSRF token, as a browser gets them from the sign-in page.
+    let page = http
+        .get(format!("{}/portal/sign-in", app.query))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let attempt = |password: &str| {
+        let form = format!(
+            "csrf={}&username=clerk-lock&password={}",
+            hie_tests::urlencode(&csrf),
+            hie_tests::urlencode(password)
+        );
+        http.post(format!("{}/portal/sign-in", app.query))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    assert_eq!(
+        attempt("wrong-1").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("wrong-2").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("wrong-3").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Locked now: the right password is refused too.
+    assert_eq!(
+        attempt(&temp).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // issued, 3 failures, locked, the refusal while locked.
+    let events = credential_events(&app, 6).await;
+    let actions: Vec<&str> = events.iter().map(|(e, _)| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "temporary_password_issued",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "locked",
+            "sign_in_failed"
+        ]
+    );
+    assert_eq!(events[3].0.detail, "failures=3 locked_seconds=15");
+    assert_eq!(events[5].0.detail, "locked");
+    for (e, bytes) in &events {
+        assert_eq!(e.user_id, "clerk-lock");
+        let raw = String::from_utf8_lossy(bytes);
+        assert!(
+            !raw.contains(&temp) && !raw.contains("argon2") && !raw.contains("wrong-"),
+            "{e:?}"
+        );
+    }
 }

@@ -15,9 +15,18 @@ document.addEventListener('DOMContentLoaded', () => {
   const live = document.querySelector('[data-live]');
   if (live && window.EventSource) {
     const source = new EventSource(live.dataset.live);
-    source.addEventListener('records', (e) => {
-      live.innerHTML = e.data;
-      live.dataset.updated = String(Number(live.dataset.updated || 0) + 1);
+    source.addEventListener('changed', () => {
+      // Fetch (an audited read) only what this open page shows; not the user's activity.
+      fetch(live.dataset.section, { headers: { 'X-HIE-Background': '1' }, credentials: 'same-origin' })
+        .then((r) => {
+          if (!r.ok || r.redirected) { window.location.assign('/portal/'); return null; }
+          return r.text();
+        })
+        .then((html) => {
+          if (html === null) return;
+          live.innerHTML = html;
+          live.dataset.updated = String(Number(live.dataset.updated || 0) + 1);
+        });
     });
     source.addEventListener('ended', () => { source.close(); window.location.assign('/portal/'); });
   }
