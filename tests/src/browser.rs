@@ -98,11 +98,16 @@ impl Browser {
         self.client.current_url().await.unwrap().to_string()
     }
 
-    /// The form control labelled `label` (a label starting with it, else containing it).
+    /// The form control labelled `label` (a label that is it, else starts with it, else holds it).
     pub async fn field(&self, label: &str) -> Element {
         let l = literal(label);
-        for test in ["starts-with", "contains"] {
-            let xpath = format!("//label[{test}({}, {l})]", lower("."));
+        let t = lower(".");
+        for test in [
+            format!("{t} = {l}"),
+            format!("starts-with({t}, {l})"),
+            format!("contains({t}, {l})"),
+        ] {
+            let xpath = format!("//label[{test}]");
             if let Ok(found) = self.client.find(Locator::XPath(&xpath)).await {
                 let id = found
                     .attr("for")

@@ -62,6 +62,8 @@ pub async fn issue_temporary(
             ApiError::NotReady
         })?;
     let expires_at = OffsetDateTime::from(expires)
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::from(expires))
         .format(&Rfc3339)
         .unwrap_or_default();
     let body = format!(

@@ -285,7 +285,10 @@ pub fn error_page(visit: &Visit, status: StatusCode, message: &str) -> Response 
     let reference = platform::telemetry::traceparent(&span)
         .and_then(|t| platform::telemetry::trace_id_of(&t))
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let at = time::OffsetDateTime::now_utc()
+    let now = time::OffsetDateTime::now_utc();
+    let at = now
+        .replace_nanosecond(0)
+        .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     tracing::warn!(status = status.as_u16(), reference = %reference, message, "portal error page");

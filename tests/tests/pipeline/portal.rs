@@ -300,6 +300,14 @@ async fn a_clinician_and_a_privacy_officer_use_every_screen_of_the_portal_in_a_b
     b.fill("E-mail", "nurse@portal.example").await;
     b.click("Save account").await;
     b.assert_text("Account nurse-portal created").await;
+    let roles = b
+        .client
+        .find(fantoccini::Locator::XPath(
+            "//tr[td[1][normalize-space(.)='nurse-portal']]/td[4]",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(roles.text().await.unwrap(), "nurse");
     b.click("Issue temporary password for nurse-portal").await;
     b.assert_text("Temporary password for nurse-portal").await;
     b.screen("accounts-temporary-password").await;
