@@ -75,6 +75,7 @@ struct Env {
     query_portal_url: Option<String>,
     query_smtp_url: Option<String>,
     query_mail_from: Option<String>,
+    query_portal_database_url: Option<String>,
 }
 
 impl Default for Env {
@@ -92,6 +93,7 @@ impl Default for Env {
             query_portal_url: None,
             query_smtp_url: None,
             query_mail_from: None,
+            query_portal_database_url: None,
         }
     }
 }
@@ -118,6 +120,7 @@ impl Config {
             outbox: env.query_portal_outbox.into(),
             smtp_url: env.query_smtp_url.map(platform::Secret::new),
             mail_from: env.query_mail_from.unwrap_or(defaults.mail_from),
+            database_url: env.query_portal_database_url.map(platform::Secret::new),
             // Links in e-mail must end with a slash: paths are appended to it.
             public_url: env
                 .query_portal_url

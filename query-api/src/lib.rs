@@ -61,7 +61,13 @@ pub async fn run(
         auditor.producer().clone(),
         schemas::topics::ACCESS.name,
     );
-    let portal = portal::Portal::new(config.portal.clone(), pool.clone(), auditor.clone())
+    // The credential store writes: its own database when the views are read from a replica.
+    let credential_pool = match &config.portal.database_url {
+        Some(url) => platform::postgres::pool(url.expose(), 4)
+            .map_err(|e| StartError::Database(e.to_string()))?,
+        None => pool.clone(),
+    };
+    let portal = portal::Portal::new(config.portal.clone(), credential_pool, auditor.clone())
         .map_err(|e| StartError::Mail(e.to_string()))?;
     let state = http::AppState {
         clients,

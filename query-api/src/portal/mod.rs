@@ -41,6 +41,9 @@ pub struct PortalConfig {
     pub mail_from: String,
     /// The portal's address as users reach it, for links in e-mail (`http://127.0.0.1:8080/portal/`).
     pub public_url: String,
+    /// The credential store's database when the query API reads a replica
+    /// (`QUERY_PORTAL_DATABASE_URL`: it must be writable); else `DATABASE_URL`.
+    pub database_url: Option<platform::Secret<String>>,
 }
 
 impl Default for PortalConfig {
@@ -51,6 +54,7 @@ impl Default for PortalConfig {
             smtp_url: None,
             mail_from: "HIE portal <portal@hie.example>".into(),
             public_url: "http://127.0.0.1:8080/portal/".into(),
+            database_url: None,
         }
     }
 }
