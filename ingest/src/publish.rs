@@ -1,6 +1,5 @@
 //! Publishing events and waiting for the broker to make them durable.
 
-use futures::future::try_join_all;
 pub use platform::kafka::PublishError;
 use rdkafka::producer::FutureProducer;
 use schemas::{Event, Position};
@@ -29,16 +28,21 @@ impl Publisher {
         platform::kafka::publish(&self.producer, topic, key, event).await
     }
 
-    /// Publish many events concurrently; returns once all are durable, or the first failure.
+    /// Publish many events together (encoded, then all handed to the producer before any ack is
+    /// awaited); returns once all are durable, or the first failure.
     pub async fn publish_all<E: Event>(
         &self,
         topic: &str,
         events: &[(String, E)],
     ) -> Result<Position, PublishError> {
-        let positions =
-            try_join_all(events.iter().map(|(key, e)| self.publish(topic, key, e))).await?;
-        let mut all = Position::new();
-        positions.iter().for_each(|p| all.merge(p));
-        Ok(all)
+        if events.is_empty() {
+            return Ok(Position::new());
+        }
+        platform::kafka::publish_batch(
+            &self.producer,
+            topic,
+            events.iter().map(|(key, e)| (key.as_str(), e)),
+        )
+        .await
     }
 }

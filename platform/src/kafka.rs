@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
@@ -259,39 +260,118 @@ pub async fn publish<E: schemas::Event>(
     key: &str,
     event: &E,
 ) -> Result<schemas::Position, PublishError> {
+    publish_batch(producer, topic, std::iter::once((key, event))).await
+}
+
+/// Encode `events` and hand them all to the producer at once, then wait until the broker has made
+/// every one durable; returns where they were written, or the first failure. One pass for what a
+/// batch shares (the `traceparent` header, the metrics' label lookups), and librdkafka puts the
+/// records that are queued together into as few produce requests as its batching allows.
+pub async fn publish_batch<'e, E: schemas::Event + 'e>(
+    producer: &FutureProducer,
+    topic: &str,
+    events: impl IntoIterator<Item = (&'e str, &'e E)>,
+) -> Result<schemas::Position, PublishError> {
+    use futures::StreamExt;
+
+    let trace = crate::telemetry::traceparent(&tracing::Span::current());
+    let records = events
+        .into_iter()
+        .map(|(key, event)| {
+            Ok(Encoded {
+                key: key.to_string(),
+                payload: schemas::encode(event)?,
+                traceparent: trace.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, PublishError>>()?;
+    let mut acks = send_encoded(producer, topic, &records).await;
+    let mut position = schemas::Position::new();
+    while let Some((_, ack)) = acks.next().await {
+        let (partition, offset) = ack?;
+        position.include(topic, partition, offset);
+    }
+    Ok(position)
+}
+
+/// A record encoded for the log, with the `traceparent` of the request it comes from.
+pub struct Encoded {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
+}
+
+impl Encoded {
+    /// `event` encoded, carrying the current span's `traceparent`.
+    pub fn new<E: schemas::Event>(key: String, event: &E) -> Result<Self, PublishError> {
+        Ok(Encoded {
+            key,
+            payload: schemas::encode(event)?,
+            traceparent: crate::telemetry::traceparent(&tracing::Span::current()),
+        })
+    }
+}
+
+/// Hand every record to the producer before any ack is awaited (librdkafka sends what is queued
+/// together in as few produce requests as it can), then yield each record's own outcome as its
+/// ack comes: its index in `records` and where it was written, or why it was not.
+pub async fn send_encoded(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[Encoded],
+) -> futures::stream::FuturesUnordered<
+    impl std::future::Future<Output = (usize, Result<(i32, i64), PublishError>)> + Send + 'static,
+> {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::Producer;
 
-    let payload = schemas::encode(event)?;
-    let trace = crate::telemetry::traceparent(&tracing::Span::current());
-    let headers = trace.as_deref().map(|value| {
-        OwnedHeaders::new().insert(Header {
-            key: crate::telemetry::TRACEPARENT,
-            value: Some(value),
-        })
-    });
-    let mut record = rdkafka::producer::FutureRecord::to(topic)
-        .key(key)
-        .payload(&payload);
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
+    let failures = metrics::FAILURES.with_label_values(&[topic]);
+    let delivery_seconds = metrics::DELIVERY.with_label_values(&[topic]);
     let started = std::time::Instant::now();
-    let sent = producer.send(record, rdkafka::util::Timeout::Never).await;
-    metrics::QUEUE_DEPTH.set(producer.in_flight_count() as i64);
-    let delivery = match sent {
-        Ok(delivery) => delivery,
-        Err((e, _)) => {
-            metrics::FAILURES.with_label_values(&[topic]).inc();
-            return Err(PublishError::Broker(e));
+    let acks = futures::stream::FuturesUnordered::new();
+    for (i, r) in records.iter().enumerate() {
+        let mut record = rdkafka::producer::FutureRecord::to(topic)
+            .key(&r.key)
+            .payload(&r.payload);
+        if let Some(value) = &r.traceparent {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: crate::telemetry::TRACEPARENT,
+                value: Some(value),
+            }));
         }
-    };
-    metrics::DELIVERY
-        .with_label_values(&[topic])
-        .observe(started.elapsed().as_secs_f64());
-    let mut position = schemas::Position::new();
-    position.include(topic, delivery.partition, delivery.offset);
-    Ok(position)
+        let queued = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break Ok(delivery),
+                // The producer's queue is full: wait for room, as `FutureProducer::send` does.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err((e, _)) => break Err(e),
+            }
+        };
+        let (failures, delivery_seconds) = (failures.clone(), delivery_seconds.clone());
+        acks.push(async move {
+            let ack = match queued {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => {
+                        delivery_seconds.observe(started.elapsed().as_secs_f64());
+                        Ok((d.partition, d.offset))
+                    }
+                    Ok(Err((e, _))) => Err(PublishError::Broker(e)),
+                    // The producer was dropped with the record in its queue.
+                    Err(_) => Err(PublishError::Broker(KafkaError::Canceled)),
+                },
+                Err(e) => Err(PublishError::Broker(e)),
+            };
+            if ack.is_err() {
+                failures.inc();
+            }
+            (i, ack)
+        });
+    }
+    metrics::QUEUE_DEPTH.set(producer.in_flight_count() as i64);
+    acks
 }
 
 /// Producer and follower metrics: labels are topic names only.
