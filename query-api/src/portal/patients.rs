@@ -237,12 +237,15 @@ fn value_of(r: &Value) -> Option<String> {
 
 /// The records section of a patient page (also what a live update replaces).
 fn records_section(patient: Uuid, served: &Served) -> Markup {
+    // Newest first within each kind.
     let of_kind = |types: &[&str]| -> Vec<&Value> {
-        served
+        let mut rows: Vec<&Value> = served
             .records
             .iter()
             .filter(|r| types.contains(&r["resourceType"].as_str().unwrap_or_default()))
-            .collect()
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(when(r)));
+        rows
     };
     // The sources' own Patient records are the demographics above.
     let mut known: Vec<&str> = KINDS.iter().flat_map(|(_, t)| t.iter().copied()).collect();
