@@ -311,6 +311,21 @@ async fn a_clinician_and_a_privacy_officer_use_every_screen_of_the_portal_in_a_b
     b.click("Issue temporary password for nurse-portal").await;
     b.assert_text("Temporary password for nurse-portal").await;
     b.screen("accounts-temporary-password").await;
+    // Disabling: the same form, "Active" unticked.
+    b.fill("Username", "nurse-portal").await;
+    b.fill("E-mail", "nurse@portal.example").await;
+    b.field("nurse").await.click().await.unwrap();
+    b.field("Active").await.click().await.unwrap();
+    b.click("Save account").await;
+    b.assert_text("Account nurse-portal saved").await;
+    let status = b
+        .client
+        .find(fantoccini::Locator::XPath(
+            "//tr[td[1][normalize-space(.)='nurse-portal']]/td[5]",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status.text().await.unwrap(), "disabled");
 
     // The consent form: the organization's staff record the patient's decision.
     b.click("Patient search").await;
