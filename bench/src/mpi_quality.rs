@@ -45,7 +45,9 @@ pub fn quality(people: usize, seed: u64, thresholds: Thresholds) -> Quality {
             Decision::Review(_) => reviews += 1,
             _ => {}
         }
-        m.learn();
+        if std::env::var_os("MPI_NO_LEARN").is_none() {
+            m.learn();
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let truth: Vec<u32> = corpus.iter().map(|c| c.3).collect();
@@ -115,6 +117,17 @@ pub fn speed(known: usize, matched: usize, seed: u64) -> Speed {
     }
 }
 
+fn differences(c: &mpi::Candidate) -> String {
+    let d: Vec<String> = c
+        .comparison
+        .named()
+        .iter()
+        .filter(|(_, l)| !matches!(*l, "exact" | "same" | "same_street"))
+        .map(|(f, l)| format!("{f}={l}"))
+        .collect();
+    format!("{:.1} bits; {}", c.score, d.join(","))
+}
+
 /// Why true matches were missed, counted per record whose person was already known.
 pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String, usize)> {
     use std::collections::HashMap;
@@ -132,16 +145,15 @@ pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String
         seen_people.insert(*person);
         if !known_before {
             if let Decision::Link(c) = &decision {
-                *why.entry("linked, but to someone else (new person)".into())
+                *why.entry(format!("WRONG link of a new person: {}", differences(c)))
                     .or_default() += 1;
-                let _ = c;
             }
             continue;
         }
         let truth = |c: &mpi::Candidate| person_of.get(&c.identity) == Some(person);
         let outcome = match &decision {
             Decision::Link(c) if truth(c) => continue,
-            Decision::Link(_) => "linked to another person".to_string(),
+            Decision::Link(c) => format!("WRONG link to another person: {}", differences(c)),
             _ => {
                 let true_ones: Vec<&mpi::Candidate> =
                     candidates.iter().filter(|c| truth(c)).collect();
@@ -167,7 +179,7 @@ pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String
         *why.entry(outcome).or_default() += 1;
     }
     let mut v: Vec<(String, usize)> = why.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     v
 }
 
@@ -177,8 +189,8 @@ pub fn deterministic_baseline(people: usize, seed: u64) -> (PairQuality, f64) {
     use std::collections::HashMap;
     let corpus = corpus(people, seed);
     let started = Instant::now();
-    let mut clusters: HashMap<(Option<String>, Option<String>, Option<String>), u64> =
-        HashMap::new();
+    type Key = (Option<String>, Option<String>, Option<String>);
+    let mut clusters: HashMap<Key, u64> = HashMap::new();
     let predicted: Vec<u64> = corpus
         .iter()
         .enumerate()

@@ -94,6 +94,19 @@ impl Model {
         self.prior = (self.lambda / (1.0 - self.lambda)).log2();
     }
 
+    /// Whether the estimate is one EM may be trusted with: λ below 60 %, and
+    /// for every field agreement is evidence for and disagreement evidence against. EM can
+    /// settle in another optimum (calling most candidates matches, say); such a model is not
+    /// used.
+    pub fn plausible(&self) -> bool {
+        (1e-9..0.6).contains(&self.lambda)
+            && self
+                .weights
+                .iter()
+                .zip(LEVELS.iter())
+                .all(|(w, levels)| w[0] > 0.0 && w[levels.len() - 1] < 0.0)
+    }
+
     /// log₂ odds that the pair is one person.
     pub fn score(&self, c: &Comparison) -> f64 {
         let mut s = self.prior;
@@ -175,6 +188,90 @@ impl Model {
             u,
             lambda,
             trained_on: format!("{}, {iterations} EM iterations", described.into()),
+            weights: Vec::new(),
+            prior: 0.0,
+        };
+        model.prepare();
+        model
+    }
+}
+
+/// What the population prior is estimated from (`Model::estimate_in_sessions`).
+pub struct Population {
+    pub identities: usize,
+    /// Identities whose candidate pairs were counted.
+    pub sampled: f64,
+    /// Share of identities with an SSN.
+    pub with_ssn: f64,
+}
+
+/// The patterns of the pairs `keep` selects, with `masked` fields set missing (the fields a
+/// session selected on say nothing about m there).
+fn session(
+    candidates: &HashMap<u32, u64>,
+    keep: impl Fn(&Comparison) -> bool,
+    masked: &[usize],
+) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    for (code, n) in candidates {
+        let mut c = Comparison::from_code(*code);
+        if !keep(&c) {
+            continue;
+        }
+        for f in masked {
+            c.0[*f] = None;
+        }
+        *out.entry(c.code()).or_default() += n;
+    }
+    out
+}
+
+impl Model {
+    /// Splink's way: u from random pairs (the population), m by EM in sessions, each over the
+    /// candidate pairs that agree on some fields, estimating m of the others — the pairs with
+    /// one SSN give m of every other field; those with one family name and birth date give m of
+    /// the SSN. λ, the chance that two identities taken at random are one person, from how many
+    /// share an SSN (scaled by how many carry one). Scores are then log₂ odds in the population,
+    /// and term frequencies adjust exact names on the same scale.
+    pub fn estimate_in_sessions(
+        random: &HashMap<u32, u64>,
+        candidates: &HashMap<u32, u64>,
+        population: Population,
+        described: impl Into<String>,
+    ) -> Model {
+        use crate::compare::{BIRTH, FAMILY, SSN};
+        let (start_m, start_u) = starting_point();
+        let u = level_shares(random).unwrap_or(start_u);
+        let by_ssn = session(candidates, |c| c.0[SSN] == Some(0), &[SSN]);
+        let by_name_and_birth = session(
+            candidates,
+            |c| c.0[FAMILY] == Some(0) && c.0[BIRTH] == Some(0),
+            &[FAMILY, BIRTH],
+        );
+        let first = Model::estimate(random, &by_ssn, "");
+        let second = Model::estimate(random, &by_name_and_birth, "");
+        let mut m = first.m.clone();
+        m[SSN] = second.m[SSN].clone();
+        for (f, levels) in m.iter_mut().enumerate() {
+            if levels.iter().all(|v| *v <= 0.0) {
+                *levels = start_m[f].clone();
+            }
+        }
+        let same_ssn: u64 = by_ssn.values().sum();
+        let matches =
+            same_ssn as f64 * first.lambda / (population.with_ssn * population.with_ssn).max(1e-3);
+        let per_identity = matches / population.sampled.max(1.0);
+        let lambda = (per_identity / population.identities.max(2) as f64).clamp(1e-9, 0.5);
+        let mut model = Model {
+            m,
+            u,
+            lambda,
+            trained_on: format!(
+                "{}; EM in 2 sessions: {} pairs sharing an SSN, {} sharing family name and birth date",
+                described.into(),
+                same_ssn,
+                by_name_and_birth.values().sum::<u64>()
+            ),
             weights: Vec::new(),
             prior: 0.0,
         };

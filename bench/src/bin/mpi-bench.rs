@@ -22,7 +22,10 @@ fn main() {
                 println!("{n:6}  {why}");
             }
         }
-        Some("train") => println!("{}", mpi_quality::train(n(2, 100_000), 1).to_json()),
+        Some("train") => println!(
+            "{}",
+            mpi_quality::train(n(2, 100_000), n(3, 1) as u64).to_json()
+        ),
         Some("speed") => {
             let s = mpi_quality::speed(n(2, 1_000_000), 50_000, 7);
             println!(
