@@ -268,6 +268,8 @@ pub fn page_with(visit: &Visit, status: StatusCode, title: &str, body: Markup) -
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, "no-store".parse().expect("header"));
     headers.insert("x-frame-options", "DENY".parse().expect("header"));
+    // A reset link's token is in its path: never send it on.
+    headers.insert("referrer-policy", "no-referrer".parse().expect("header"));
     headers.insert(
         "content-security-policy",
         "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
