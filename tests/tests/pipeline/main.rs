@@ -1,6 +1,7 @@
 //! End-to-end tests of the pipeline through its public HTTP APIs, against a real Tansu broker and
 //! a real PostgreSQL. One binary, one module per concern.
 
+mod audit;
 mod authority;
 mod bad_input;
 mod consent;
