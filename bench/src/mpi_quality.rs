@@ -134,6 +134,7 @@ pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String
     let corpus = corpus(people, seed);
     let mut m = Matcher::new(Model::default(), thresholds);
     let mut person_of: HashMap<(String, String), u32> = HashMap::new();
+    let mut given_of: HashMap<(String, String), Option<String>> = HashMap::new();
     let mut seen_people: std::collections::HashSet<u32> = Default::default();
     let mut why: HashMap<String, usize> = HashMap::new();
     for (authority, mrn, features, person) in &corpus {
@@ -142,6 +143,7 @@ pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String
         let decision = m.observe(authority, mrn, features);
         m.learn();
         person_of.insert((authority.clone(), mrn.clone()), *person);
+        given_of.insert((authority.clone(), mrn.clone()), features.given.clone());
         seen_people.insert(*person);
         if !known_before {
             if let Decision::Link(c) = &decision {
@@ -160,7 +162,11 @@ pub fn diagnose(people: usize, seed: u64, thresholds: Thresholds) -> Vec<(String
                 match true_ones.iter().max_by(|a, b| a.score.total_cmp(&b.score)) {
                     None => "true match not among candidates (blocking)".into(),
                     Some(c) if c.comparison.twins() => {
-                        format!("twins veto: {:?}", c.comparison.named())
+                        format!(
+                            "twins veto: {:?} vs {:?}",
+                            features.given,
+                            given_of.get(&c.identity).cloned().flatten()
+                        )
                     }
                     Some(c) if c.score < thresholds.link => format!(
                         "below link: {}",

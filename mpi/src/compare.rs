@@ -118,7 +118,12 @@ pub fn compare(a: &impl Side, b: &impl Side) -> Comparison {
             0
         } else if nicknames::related(x, y) {
             1
-        } else if similar(x, y) || initial_of(x, y) {
+        } else if similar(x, y)
+            || strsim::osa_distance(x, y) <= 1
+            || initial_of(x, y)
+            || shortened(x, y)
+        {
+            // One typo (an edit or two letters swapped) even in a short name; a name cut short.
             2
         } else {
             3
@@ -176,6 +181,12 @@ pub fn compare(a: &impl Side, b: &impl Side) -> Comparison {
 
 fn both<T>(a: Option<T>, b: Option<T>) -> Option<(T, T)> {
     Some((a?, b?))
+}
+
+/// A name of three letters or more that another begins (chri, christopher).
+fn shortened(x: &str, y: &str) -> bool {
+    let (short, long) = if x.len() <= y.len() { (x, y) } else { (y, x) };
+    short.len() >= 3 && long.starts_with(short)
 }
 
 /// A lone initial against a name it begins.

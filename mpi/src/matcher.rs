@@ -28,7 +28,7 @@ impl Default for Thresholds {
         // whose precision stays at or above 99.9 % (a wrong link mixes two people's records, a
         // missed one leaves a record apart); from 1 in 256 up, a steward decides.
         Thresholds {
-            link: 9.0,
+            link: 10.0,
             review: -8.0,
         }
     }

@@ -13,7 +13,7 @@ albert al bert bertie
 alexander alex al alec sasha xander sandy
 alexandra alex alexa sandra sandy lexi
 alfred alf fred freddie
-allison alison ali allie
+allison alison ali allie ally
 andrew andy drew
 angela angie
 anthony tony
@@ -85,7 +85,6 @@ rebecca becky becca
 richard rick ricky dick rich richie
 robert bob bobby rob robbie bert
 ronald ron ronnie
-samantha sam sammie
 samuel sam sammy
 sandra sandy
 stephanie steph stephy
@@ -127,6 +126,9 @@ ignacio nacho
 roberto beto
 alberto beto
 guillermo memo
+raymond ray
+samantha sam sammy
+allison ally allie
 ";
 
 struct Table {
