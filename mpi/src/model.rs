@@ -1,8 +1,9 @@
 //! The Fellegi–Sunter model: for each field and level, m (the chance of that level when both
-//! identities are one person) and u (when they are two), and λ, the share of candidate pairs that
-//! are one person. A pair's score is the log₂ odds that it is one person: log₂(λ/(1−λ)) plus
-//! log₂(m/u) of each field's level. u is estimated from random pairs (almost all two people), m
-//! and λ by expectation–maximisation over the candidate pairs blocking finds, as Splink does.
+//! identities are one person) and u (when they are two), and λ, the chance that two identities
+//! taken at random are one person. A pair's score is the log₂ odds that it is one person:
+//! log₂(λ/(1−λ)) plus log₂(m/u) of each field's level. Estimated as Splink does
+//! (`estimate_in_sessions`): u from random pairs, m by expectation–maximisation in blocked
+//! sessions, λ from the pairs sharing an SSN.
 
 use std::collections::HashMap;
 
@@ -27,8 +28,9 @@ pub struct Model {
     prior: f64,
 }
 
-/// The model estimated by `bench` on its generated corpus (`bench/run`, stage "mpi"): what the
-/// matcher uses until it has seen enough identities of its own to estimate one.
+/// The model estimated, without looking at the truth, on a generated corpus of 30,000 people
+/// (`target/release/mpi-bench train 30000`, seed 1): what the matcher uses until it has seen
+/// enough identities of its own to estimate one.
 const DEFAULT_MODEL: &str = include_str!("../model/default.json");
 
 impl Default for Model {
@@ -123,8 +125,9 @@ impl Model {
         self.weights[field][level as usize]
     }
 
-    /// u from random pairs' comparisons; m and λ by EM over the candidate pairs' comparisons,
-    /// given as pattern counts (`Comparison::code` → how many pairs).
+    /// EM over one set of pairs' comparisons, given as pattern counts (`Comparison::code` → how
+    /// many pairs): m, u and λ within that set, u starting from the random pairs' shares. One
+    /// session of `estimate_in_sessions`.
     pub fn estimate(
         random: &HashMap<u32, u64>,
         candidates: &HashMap<u32, u64>,
