@@ -87,6 +87,9 @@ pub struct Sizes {
     /// MPI: identities already known when matching speed is measured.
     #[arg(long, default_value_t = 1_000_000)]
     mpi_known: usize,
+    /// MPI: people sent by two sources, for link → visible.
+    #[arg(long, default_value_t = 200)]
+    mpi_links: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +149,7 @@ fn main() -> Result<()> {
                 sizes.query_secs = 3;
                 sizes.mpi_people = 5_000;
                 sizes.mpi_known = 20_000;
+                sizes.mpi_links = 20;
             }
             let partial = !cli.stages.is_empty();
             let stages = if partial {
