@@ -120,10 +120,11 @@ impl Features {
 /// Letters only, lower-case ASCII: diacritics, apostrophes, hyphens, spaces and digits go
 /// (O'Brien → obrien; Synthea appends digits to names: Bibi254 → bibi).
 pub fn name(s: &str) -> Option<String> {
-    let folded: String = deunicode::deunicode(s)
+    let folded: String = deunicode::deunicode(bounded(s))
         .chars()
         .filter(char::is_ascii_alphabetic)
         .map(|c| c.to_ascii_lowercase())
+        .take(MAX_COMPARED)
         .collect();
     (!folded.is_empty()).then_some(folded)
 }
@@ -161,7 +162,7 @@ pub fn postal_code(s: &str) -> Option<String> {
 /// Words lower-cased, punctuation gone, street types and unit words in their USPS abbreviation.
 pub fn street(s: &str) -> Option<String> {
     let mut out = String::new();
-    for word in deunicode::deunicode(s)
+    for word in deunicode::deunicode(bounded(s))
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| !w.is_empty())
     {
@@ -178,7 +179,17 @@ pub fn street(s: &str) -> Option<String> {
         }
         out.push_str(abbreviation(&w).unwrap_or(&w));
     }
+    out.truncate(out.floor_char_boundary(MAX_COMPARED));
     (!out.is_empty()).then_some(out)
+}
+
+/// The most of a name or street the matcher keeps: string comparisons cost the product of the
+/// lengths, and a sender controls them.
+const MAX_COMPARED: usize = 64;
+
+/// The start of `s` that folding can make at most a few times `MAX_COMPARED` long.
+fn bounded(s: &str) -> &str {
+    &s[..s.floor_char_boundary(4 * MAX_COMPARED)]
 }
 
 fn abbreviation(word: &str) -> Option<&'static str> {
@@ -233,6 +244,10 @@ mod tests {
         assert_eq!(street("346 MARVIN ST.").as_deref(), Some("346 marvin st"));
         assert_eq!(birth_date("2009-04-29"), Some((2009, 4, 29)));
         assert_eq!(birth_date("2009-04"), None);
+        // What a sender controls is bounded before any comparison.
+        let long = "x".repeat(1_000_000);
+        assert_eq!(name(&long).unwrap().len(), MAX_COMPARED);
+        assert!(street(&format!("1 {long} street")).unwrap().len() <= MAX_COMPARED);
     }
 
     #[test]
