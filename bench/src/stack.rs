@@ -155,7 +155,10 @@ pub struct Services {
 
 pub const FETCH_WAIT_MS: u64 = 10;
 
-pub fn projector(name: &str, brokers: &str, database_url: &str) -> Result<Proc> {
+/// A projector process; `matcher` says whether it may run the MPI's matcher (a projector
+/// rebuilding views into another database must not: leadership is per database, and the live
+/// one already decides).
+pub fn projector(name: &str, brokers: &str, database_url: &str, matcher: bool) -> Result<Proc> {
     let addr = local_addr();
     Proc::spawn(
         name,
@@ -168,6 +171,7 @@ pub fn projector(name: &str, brokers: &str, database_url: &str) -> Result<Proc> 
             ("PROJECTOR_INSTANCE", "0/1".into()),
             ("PROJECTOR_GROUP_ID", format!("bench-{name}")),
             ("PROJECTOR_FETCH_WAIT_MS", FETCH_WAIT_MS.to_string()),
+            ("PROJECTOR_MATCHER", matcher.to_string()),
         ],
     )
 }
@@ -193,7 +197,7 @@ impl Services {
                 ("INGEST_MLLP_ADDR", "off".into()),
             ],
         )?;
-        let mut projector = projector("projector", brokers, database_url)?;
+        let mut projector = projector("projector", brokers, database_url, true)?;
         // The query API needs the views, which the projector creates when it starts.
         ingest.wait_healthy(http, Duration::from_secs(60)).await?;
         projector
