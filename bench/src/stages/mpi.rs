@@ -60,8 +60,22 @@ pub async fn run(b: &mut Bench, r: &mut Report) -> Result<()> {
         "",
     ));
     r.note(format!(
-        "mpi: {} records; {} links, {} possible matches left for review (not counted as links); thresholds link ≥ {} bits, review ≥ {} bits; model at the end: {}.",
-        q.records, q.links, q.reviews, q.thresholds.link, q.thresholds.review, q.model
+        "mpi: {} records; precision {:.5}, recall {:.5}, F1 {:.5} ({} of {} predicted pairs right, {} true pairs; the exact rule: {:.5}, {:.5}, {:.5}); {} links, {} possible matches left for review (not counted as links); thresholds link ≥ {} bits, review ≥ {} bits; model at the end: {}.",
+        q.records,
+        q.quality.precision,
+        q.quality.recall,
+        q.quality.f1,
+        q.quality.correct_pairs,
+        q.quality.predicted_pairs,
+        q.quality.true_pairs,
+        baseline.0.precision,
+        baseline.0.recall,
+        baseline.0.f1,
+        q.links,
+        q.reviews,
+        q.thresholds.link,
+        q.thresholds.review,
+        q.model
     ));
     let s = tokio::task::spawn_blocking(move || mpi_quality::speed(known, 50_000, 7)).await?;
     r.push(Row::higher(
