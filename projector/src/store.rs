@@ -487,6 +487,20 @@ fn decoded<E: schemas::Event>(payload: &[u8]) -> Result<E, EventError> {
 struct KnownPatients(HashMap<PatientIdentity, uuid::Uuid>);
 
 impl KnownPatients {
+    /// Before a merge, a link or an unlink: serializes them across projector instances (so a
+    /// chain, A into B and B into C, applied on two partitions at once still ends flat) and
+    /// forgets what this batch resolved.
+    async fn regroup(&mut self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock(7311002)")
+                .await?,
+            &[],
+        )
+        .await?;
+        self.0.clear();
+        Ok(())
+    }
+
     /// Creates the patient on first sight; returns the enterprise id its records belong to.
     async fn resolve(
         &mut self,
@@ -643,15 +657,7 @@ async fn apply_merge(
     m: &PatientMerged,
     known_patients: &mut KnownPatients,
 ) -> Result<(), EventError> {
-    // Merges are serialized across projector instances, so a chain (A into B, B into C) applied
-    // on two partitions at once still ends flat.
-    tx.execute(
-        &tx.prepare_cached("SELECT pg_advisory_xact_lock(7311002)")
-            .await?,
-        &[],
-    )
-    .await?;
-    known_patients.0.clear();
+    known_patients.regroup(tx).await?;
     // Both sides' enterprise patients (an identity already linked moves with its person).
     let prior = ensure_patient(tx, &m.prior).await?;
     let survivor = ensure_patient(tx, &m.survivor).await?;
@@ -666,7 +672,7 @@ async fn apply_merge(
 
 /// Every identity of enterprise patient `prior` becomes `survivor`'s: records, identifiers and
 /// the identities themselves (`merged_into`, and the flat `patient_links`). Serialized by the
-/// caller (`pg_advisory_xact_lock(7311002)`). Both are enterprise ids (roots).
+/// caller (`KnownPatients::regroup`). Both are enterprise ids (roots).
 async fn join_people(
     tx: &Transaction<'_>,
     survivor: uuid::Uuid,
@@ -813,13 +819,7 @@ async fn apply_identity(
     d: &IdentityDecided,
     known_patients: &mut KnownPatients,
 ) -> Result<(), EventError> {
-    tx.execute(
-        &tx.prepare_cached("SELECT pg_advisory_xact_lock(7311002)")
-            .await?,
-        &[],
-    )
-    .await?;
-    known_patients.0.clear();
+    known_patients.regroup(tx).await?;
     let own = d.identity.patient_id();
     let root = ensure_patient(tx, &d.identity).await?;
     if let Some(f) = &d.features {
