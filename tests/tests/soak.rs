@@ -748,13 +748,18 @@ async fn soak() {
 
     let mut lat = load.read_micros.lock().unwrap().clone();
     let secs = load_took.as_secs_f64();
+    let supervisor = stack.log("supervisor");
+    let broker_restarts = supervisor
+        .lines()
+        .filter(|l| l.contains("broker: restarting it") || l.contains("broker: process gone"))
+        .count();
     eprintln!(
         "soak figures: storage {storage}; up {up:.1} s; load {secs:.1} s, then {verify:.1} s to verify the rest\n  \
          {posts} NDJSON posts, {bundles} Bundles ({bps:.1}/s), {mllp} MLLP messages, {drops} drop files, {consents} consents\n  \
          {acked} records acknowledged over HTTP and files ({rps:.0}/s), {published} published in all ({mllp_rec} over MLLP)\n  \
          {reads} audited reads ({rdps:.0}/s), p50 {p50:.1} ms, p99 {p99:.1} ms; {ncu} answered not_caught_up and were retried\n  \
-         {patients} patients verified record by record; errors {errors}",
-        storage = stack.broker_storage().split('?').next().unwrap_or(""),
+         {patients} patients verified record by record; errors {errors}; broker restarts {restarts}",
+        storage = stack.broker(),
         up = up_took.as_secs_f64(),
         verify = verify_took.as_secs_f64(),
         posts = c.ndjson_posts.load(Ordering::Relaxed),
@@ -772,7 +777,9 @@ async fn soak() {
         p99 = percentile(&mut lat, 99.0),
         patients = verified.len(),
         errors = c.errors.load(Ordering::Relaxed),
+        restarts = broker_restarts,
     );
+    assert_eq!(broker_restarts, 0, "the supervisor restarted the broker");
     let errors = load.errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
@@ -904,7 +911,7 @@ async fn a_hung_broker_is_seen_and_restarted() {
         assert_eq!(broker_up(&metrics(base.clone()).await.unwrap()), Some(true));
     }
 
-    let hung = stack.pid("tansu");
+    let hung = stack.pid("hie-log");
     let stopped = Instant::now();
     assert!(std::process::Command::new("kill")
         .args(["-STOP", &hung.to_string()])
@@ -937,7 +944,7 @@ async fn a_hung_broker_is_seen_and_restarted() {
     // The supervisor restarts it (a new process), and the services see it answer again.
     let mut restarted = None;
     while restarted.is_none() && stopped.elapsed() < Duration::from_secs(120) {
-        let new_pid = std::fs::read_to_string(stack.data_dir.join("run/tansu.pid"))
+        let new_pid = std::fs::read_to_string(stack.data_dir.join("run/hie-log.pid"))
             .is_ok_and(|p| p.trim() != hung.to_string());
         let healthy = match http.get(format!("{}/healthz", stack.ingest)).send().await {
             Ok(r) => r.status() == StatusCode::OK,
