@@ -61,7 +61,7 @@ struct Counts {
     records_acked: AtomicU64,
     /// Reads answered 503 `not_caught_up` (views more than 5 s behind their position), retried.
     not_caught_up: AtomicU64,
-    /// Writes refused with 503/429 + Retry-After (and MLLP `AE`s), retried: only in fault mode.
+    /// Writes refused with 503/429 + Retry-After (and MLLP `AR` 207s), retried.
     refused: AtomicU64,
     errors: AtomicU64,
 }
@@ -79,9 +79,12 @@ struct Load {
     counts: Counts,
     stop: AtomicBool,
     producers_done: AtomicBool,
-    /// Fault mode (`HIE_SOAK_FAULTS`): senders retry what the stack refuses as the contract says
-    /// (503/429 with Retry-After, MLLP `AE`), as real senders do, instead of counting an error.
+    /// Senders retry what the stack refuses as the contract says (503/429 with Retry-After, MLLP
+    /// `AR` 207 "resend later"), as real senders do: ingest pushes back when the views fall
+    /// behind. Counted and printed.
     retry: bool,
+    /// Fault mode (`HIE_SOAK_FAULTS`): a read answered 503 while the broker is away is retried.
+    faults: bool,
 }
 
 impl Load {
@@ -231,7 +234,7 @@ impl Load {
         if e.ids.is_none() && matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
             return Ok(false); // MLLP: its records (the patient itself) are not projected yet
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE && self.retry {
+        if status == StatusCode::SERVICE_UNAVAILABLE && self.faults {
             // Fault mode: the audit (or the views) waits for the broker being brought back.
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
@@ -455,9 +458,9 @@ async fn mllp(load: Arc<Load>, addr: std::net::SocketAddr, c: usize) {
         for message in [adt, oru] {
             load.counts.mllp_messages.fetch_add(1, Ordering::Relaxed);
             let mut answer = send_mllp(&mut stream, &message).await;
-            // Fault mode: an `AE` (the broker is away) is sent again, as a sender's interface does.
+            // `AR` 207 (the log is away, or the views behind): sent again, as an interface engine does.
             while load.retry
-                && matches!(&answer, Ok(ack) if ack.split('\r').any(|s| s.starts_with("MSA|AE|")))
+                && matches!(&answer, Ok(ack) if ack.split('\r').any(|s| s.starts_with("MSA|AR|")) && ack.contains("|207"))
             {
                 load.counts.refused.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -747,7 +750,8 @@ async fn soak() {
         counts: Counts::default(),
         stop: AtomicBool::new(false),
         producers_done: AtomicBool::new(false),
-        retry: faults,
+        retry: true,
+        faults,
     });
     let load_started = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
@@ -848,7 +852,7 @@ async fn soak() {
          {acked} records acknowledged over HTTP and files ({rps:.0}/s), {published} published in all ({mllp_rec} over MLLP)\n  \
          {reads} audited reads ({rdps:.0}/s), p50 {p50:.1} ms, p99 {p99:.1} ms; {ncu} answered not_caught_up and were retried\n  \
          {patients} patients verified record by record; errors {errors}; broker restarts {restarts}\n  \
-         faults: {faults}; broker back after {back}; {refused} refusals (503/429 + Retry-After, MLLP AE) retried",
+         faults: {faults}; broker back after {back}; {refused} refusals (503/429 + Retry-After, MLLP AR 207) retried",
         storage = stack.broker(),
         up = up_took.as_secs_f64(),
         verify = verify_took.as_secs_f64(),

@@ -1,6 +1,7 @@
 //! End-to-end tests of the pipeline through its public HTTP APIs, against a real broker (hie-log) and
 //! a real PostgreSQL. One binary, one module per concern.
 
+mod admission;
 mod audit;
 mod authority;
 mod bad_input;
