@@ -4,10 +4,12 @@
 pub mod config;
 mod consume;
 mod demographics;
+pub mod health;
 mod http;
 pub mod matching;
 mod metrics;
 pub mod store;
+pub mod watch;
 
 use std::future::Future;
 
@@ -43,8 +45,13 @@ pub async fn run(
     let pool = pool(&config.database_url)?;
     store::migrate(&pool).await?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
-    let consumer = consume::consumer(&config, &pool).await?;
-    let health = consume::Health::new(config.stall);
+    let (consumer, tracked) = consume::consumer(&config, &pool).await?;
+    let consumer = std::sync::Arc::new(consumer);
+    let health = health::Health::new(config.stall);
+    health.track(tracked);
+    let probe = std::sync::Arc::new(watch::Probe::new(&config.kafka_brokers)?);
+    // Before anything is applied: is the log the one the views were built from?
+    let own_log = watch::check_at_start(&pool, &probe, &health).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -53,10 +60,17 @@ pub async fn run(
             let _ = http_stop.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
-    let matcher = config
-        .matcher
+    let watcher = tokio::spawn(watch::run(
+        pool.clone(),
+        probe,
+        Some(consumer.clone()),
+        health.clone(),
+        stop_rx.clone(),
+    ));
+    // A projector that refuses the log decides nothing either.
+    let matcher = (config.matcher && own_log)
         .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), stop_rx.clone())));
-    tracing::info!("projector running");
+    tracing::info!(own_log, "projector running");
     let mut loop_stop = stop_rx;
     let consuming = consume::run(config, pool, consumer, health, async move {
         let _ = loop_stop.changed().await;
@@ -70,6 +84,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    let _ = watcher.await;
     if let Some(matcher) = matcher {
         let _ = matcher.await;
     }
