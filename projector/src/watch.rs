@@ -191,7 +191,13 @@ async fn verify(
         .map(|(key, next)| (key.clone(), *next, firsts.get(key).cloned()))
         .collect();
     let probe = probe.clone();
-    type Verdict = ((String, i32), i64, Vec<&'static str>, Option<FirstRecord>);
+    type Verdict = (
+        (String, i32),
+        i64,
+        Option<i64>,
+        Vec<&'static str>,
+        Option<FirstRecord>,
+    );
     let verdicts: Vec<Verdict> = tokio::task::spawn_blocking(move || {
         work.into_iter()
             .map(|((topic, partition), next, first)| {
@@ -217,25 +223,31 @@ async fn verify(
                     }
                     None => {}
                 }
-                let below = next > 0
-                    && (!at_start || probe.end(&topic, partition).is_none_or(|end| end < next));
+                let end = probe.end(&topic, partition);
+                // While running, only partitions whose end was seen below `next` are checked
+                // here, so the last record applied is looked for whatever ListOffsets says now.
+                let below = next > 0 && (!at_start || end.is_none_or(|end| end < next));
                 if below {
                     let seen = probe.record_at(&topic, partition, Offset::Offset(next - 1));
                     reasons.extend(judge_last(next, &seen));
                 }
-                ((topic, partition), next, reasons, adopt)
+                ((topic, partition), next, end, reasons, adopt)
             })
             .collect()
     })
     .await
     .unwrap_or_default();
-    for ((topic, partition), next, reasons, adopt) in verdicts {
+    for ((topic, partition), next, end, reasons, adopt) in verdicts {
+        if end.is_some() {
+            health.with_partition(&topic, partition, |p| p.end = end);
+        }
         for reason in &reasons {
             let recorded = firsts.get(&(topic.clone(), partition));
             tracing::error!(
                 topic = %topic,
                 partition,
                 next_offset = next,
+                end_offset = end,
                 first_offset = recorded.map(|f| f.offset),
                 reason,
                 "the log is not the one the views were built from: nothing will be applied (rebuild the views from this log: SELECT hie_forget_log(), then restart; see ARCHITECTURE.md)"

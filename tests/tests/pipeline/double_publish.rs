@@ -278,6 +278,10 @@ async fn every_event_published_twice_leaves_the_views_as_once() {
         .post_fhir("synthea", &synthea, "application/fhir+json", raw)
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let synthea_position = r.json::<Value>().await.unwrap()["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = app
         .post_fhir("synthea", &synthea, "application/fhir+json", "{not json")
         .await;
@@ -300,7 +304,9 @@ async fn every_event_published_twice_leaves_the_views_as_once() {
     }
 
     let reader = app.token("org-reader", &["physician"]);
-    let synthea_id = app.patient_id(SYNTHEA_AA, &mrn, None).await;
+    let synthea_id = app
+        .patient_id(SYNTHEA_AA, &mrn, Some(&synthea_position))
+        .await;
     crate::hl7_mllp::records_when(&app, &reader, &synthea_id, |r| !r.is_empty()).await;
     let mercy = app.token("org-mercy", &["physician"]);
     let mercy_id = crate::hl7_mllp::patient_id_when_known(&app, MERCY_AA, "MG12345").await;
@@ -386,11 +392,14 @@ async fn every_event_published_twice_leaves_the_views_as_once() {
         .sum();
     assert_eq!(applied, logged, "every doubled record was read and applied");
     eprintln!(
-        "single log {} records, doubled {}: {} tables, {} rows compared, identical",
+        "single log {} records, doubled {}: {} tables, {} rows compared, identical: {:?}",
         single_ends.values().sum::<i64>(),
         doubled_ends.values().sum::<i64>(),
         a.len(),
-        a.values().map(Vec::len).sum::<usize>()
+        a.values().map(Vec::len).sum::<usize>(),
+        a.iter()
+            .map(|(t, rows)| (t.as_str(), rows.len()))
+            .collect::<Vec<_>>()
     );
 
     // 4. The comparison notices a doubled row, and a row the projector would add for a

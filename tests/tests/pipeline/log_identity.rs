@@ -331,6 +331,15 @@ async fn topics_deleted_and_recreated_are_refused_until_the_views_are_rebuilt() 
             );
         }
     }
+    // Each names where it stands: the stored next offset against the new end.
+    for p in body["partitions"].as_array().unwrap() {
+        let key = (
+            "hie.records".to_string(),
+            p["partition"].as_i64().unwrap() as i32,
+        );
+        assert_eq!(p["next_offset"], before[&key], "{body}");
+        assert_eq!(p["end_offset"], new_ends[&key], "{body}");
+    }
     // Nothing names another topic: those logs are still the views' own.
     assert!(named.iter().all(|(t, _, _)| t == "hie.records"), "{body}");
     // Nothing applied: offsets and views as they were, and it stays so.
