@@ -49,11 +49,21 @@ pub async fn run(
     let consumer = std::sync::Arc::new(consumer);
     let health = health::Health::new(config.stall);
     health.track(tracked);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The matcher starts at once, as before the check below: it reads the log, not the views, and
+    // the later it starts, the more Patients of several partitions it finds waiting, whose
+    // arrival order it cannot tell. Stopped again when the log is refused.
+    let (matcher_stop, matcher_stopped) = tokio::sync::watch::channel(false);
+    let matcher = config
+        .matcher
+        .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), matcher_stopped)));
     let probe = std::sync::Arc::new(watch::Probe::new(&config.kafka_brokers)?);
     // Before anything is applied: is the log the one the views were built from?
     let own_log = watch::check_at_start(&pool, &probe, &health).await?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !own_log {
+        // A projector that refuses the log decides nothing either.
+        let _ = matcher_stop.send(true);
+    }
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, http::router(pool.clone(), health.clone()))
         .with_graceful_shutdown(async move {
@@ -67,9 +77,6 @@ pub async fn run(
         health.clone(),
         stop_rx.clone(),
     ));
-    // A projector that refuses the log decides nothing either.
-    let matcher = (config.matcher && own_log)
-        .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), stop_rx.clone())));
     tracing::info!(own_log, "projector running");
     let mut loop_stop = stop_rx;
     let consuming = consume::run(config, pool, consumer, health, async move {
@@ -84,6 +91,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    let _ = matcher_stop.send(true);
     let _ = watcher.await;
     if let Some(matcher) = matcher {
         let _ = matcher.await;

@@ -92,6 +92,11 @@ impl Probe {
     }
 
     pub fn cluster_id(&self) -> Option<String> {
+        // A Metadata answer first: librdkafka keeps the cluster id it carries, and
+        // `rd_kafka_clusterid` asked on a client not yet connected waits in steps of a second.
+        let _ = self
+            .consumer
+            .fetch_metadata(Some(schemas::topics::SOURCES.name), ASK_TIMEOUT);
         self.consumer
             .client()
             .fetch_cluster_id(ASK_TIMEOUT)
@@ -151,6 +156,7 @@ pub async fn check_at_start(
     probe: &Arc<Probe>,
     health: &Health,
 ) -> Result<bool, store::StoreError> {
+    let started = Instant::now();
     let reported = {
         let probe = probe.clone();
         tokio::task::spawn_blocking(move || probe.cluster_id())
@@ -172,6 +178,11 @@ pub async fn check_at_start(
         }
     }
     verify(pool, probe, health, &health.tracked(), true).await?;
+    tracing::info!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        own_log = !health.refused(),
+        "the log checked against the views' own"
+    );
     Ok(!health.refused())
 }
 
@@ -223,7 +234,11 @@ async fn verify(
                     }
                     None => {}
                 }
-                let end = probe.end(&topic, partition);
+                // At start, a partition never applied from has nothing to check: no question to
+                // the broker (the matcher waits for this check).
+                let end = (next > 0 || !at_start)
+                    .then(|| probe.end(&topic, partition))
+                    .flatten();
                 // While running, only partitions whose end was seen below `next` are checked
                 // here, so the last record applied is looked for whatever ListOffsets says now.
                 let below = next > 0 && (!at_start || end.is_none_or(|end| end < next));

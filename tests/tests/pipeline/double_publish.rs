@@ -344,6 +344,10 @@ async fn every_event_published_twice_leaves_the_views_as_once() {
     let doubled_db = TestDb::create().await;
     let projector = Projector::start(&doubled_broker.address(), &doubled_db.url(), false).await;
     let doubled = doubled_db.client().await;
+    // It answers once its migrations have run and it has checked the log.
+    projector
+        .healthz_when(Duration::from_secs(30), |_, _| true)
+        .await;
     caught_up(&doubled, &doubled_broker.address()).await;
     projector
         .healthz_when(Duration::from_secs(10), |s, _| s == StatusCode::OK)
