@@ -323,9 +323,9 @@ impl Broker {
                             }
                             Ok(parts) if parts.is_empty() => pr.error_code = code::INVALID_REQUEST,
                             Ok(parts)
-                                if parts
-                                    .iter()
-                                    .any(|(h, _)| h.total_len() > self.settings.max_message_bytes) =>
+                                if parts.iter().any(|(h, _)| {
+                                    h.total_len() > self.settings.max_message_bytes
+                                }) =>
                             {
                                 pr.error_code = code::MESSAGE_TOO_LARGE;
                             }
@@ -346,8 +346,7 @@ impl Broker {
                                     Err(e) => {
                                         tracing::error!(topic = %name, partition = p.index, error = %e, "append failed");
                                         pr.error_code = code::KAFKA_STORAGE_ERROR;
-                                    }
-                                    // Already checked by `split`.
+                                    } // Already checked by `split`.
                                 }
                             }
                         }
@@ -602,7 +601,11 @@ impl Broker {
             let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
             for p in t.partitions {
                 offsets.insert(
-                    (group.clone(), t.name.0.as_str().to_string(), p.partition_index),
+                    (
+                        group.clone(),
+                        t.name.0.as_str().to_string(),
+                        p.partition_index,
+                    ),
                     p.committed_offset,
                 );
                 let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
@@ -643,7 +646,12 @@ fn ready(frame: BytesMut) -> Reply {
 }
 
 /// Size, response header, body.
-fn frame<M: Encodable>(correlation_id: i32, header_version: i16, body: &M, version: i16) -> BytesMut {
+fn frame<M: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> BytesMut {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let mut out = BytesMut::new();
