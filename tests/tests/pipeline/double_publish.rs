@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::hl7_mllp::{fixture, Mllp, MERCY_AA};
-use crate::log_identity::{caught_up, ends, Projector};
+use crate::log_identity::{caught_up, ends, Ends, Projector};
 
 const SYNTHEA_AA: &str = "http://hospital.smarthealthit.org";
 
@@ -107,6 +107,11 @@ async fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<Copied> 
 /// Copies every topic of `from` onto `to`, each record written twice, right after itself, to the
 /// same partition with the same key, payload, timestamp and headers.
 async fn copy_doubled(from: &str, to: &str) {
+    copy_doubled_except(from, to, &[]).await
+}
+
+/// `copy_doubled` of every topic but those in `except` (created empty on `to`).
+async fn copy_doubled_except(from: &str, to: &str, except: &[&str]) {
     let layout: BTreeMap<String, i32> = ends(from)
         .await
         .keys()
@@ -131,7 +136,7 @@ async fn copy_doubled(from: &str, to: &str) {
         .set("acks", "all")
         .create()
         .unwrap();
-    for (topic, partitions) in &layout {
+    for (topic, partitions) in layout.iter().filter(|(t, _)| !except.contains(&t.as_str())) {
         for record in read_topic(from, topic, *partitions).await {
             for _ in 0..2 {
                 let mut headers = OwnedHeaders::new();
@@ -423,5 +428,165 @@ async fn every_event_published_twice_leaves_the_views_as_once() {
     let diff = differences(&a, &snapshot(&doubled).await);
     assert_eq!(diff.len(), 1, "{diff:?}");
     assert!(diff[0].starts_with("identity_decisions"), "{diff:?}");
+    projector.stop().await;
+}
+
+/// What the MPI made of the identities, in terms that do not depend on which of two identities
+/// was decided first (the matcher reads several partitions, in fetch order when it is behind):
+/// the people (each a set of identities), the reviews (unordered pairs with their status), and
+/// how many decisions of each action there were.
+async fn people(db: &tokio_postgres::Client) -> (Vec<Vec<String>>, Vec<String>, Vec<String>) {
+    let people: Vec<Vec<String>> = db
+        .query(
+            "SELECT array_agg(assigning_authority || '|' || mrn ORDER BY assigning_authority, mrn)
+             FROM patients GROUP BY COALESCE(merged_into, patient_id) ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let reviews: Vec<String> = db
+        .query(
+            "SELECT LEAST(a.mrn, b.mrn) || '~' || GREATEST(a.mrn, b.mrn) || ' ' || r.status
+             FROM identity_reviews r JOIN patients a ON a.patient_id = r.identity_id
+             JOIN patients b ON b.patient_id = r.candidate_id ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let decisions: Vec<String> = db
+        .query(
+            "SELECT action || ' ' || count(*) FROM identity_decisions GROUP BY action ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (people, reviews, decisions)
+}
+
+/// The MPI's matcher reads hie.records too: given every Patient twice (the doubled log without
+/// hie.identity, a fresh projector deciding everything again), it makes the same people, the
+/// same reviews and as many decisions of each kind as the stack that saw each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matcher_given_every_patient_twice_decides_as_once() {
+    use crate::identity::{bundle, patient, ssn, AA_A, AA_B};
+    let app = TestApp::spawn().await;
+    let key_a = app.register_source("hosp-a", "org-a", AA_A).await;
+    let key_b = app.register_source("clinic-b", "org-b", AA_B).await;
+    let obs = json!({"resourceType": "Observation", "id": "o", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}});
+    let person = |aa: &str, mrn: &str, p: Value| bundle(patient(aa, mrn, p), obs.clone());
+    // One person at both sources (a link), twins at one address with one of them at both (a link,
+    // and two people), namesakes who may have moved (a review).
+    let household = |given: &str, ssn_value: &str| {
+        json!({"name": [{"family": "Okafor", "given": [given]}],
+            "gender": "female", "birthDate": "2001-09-12",
+            "address": [{"line": ["40 Elm Avenue"], "postalCode": "02139"}],
+            "telecom": [{"system": "phone", "value": "617-555-0199"}],
+            "identifier": ssn(ssn_value)})
+    };
+    let vasquez = |street: &str, postal: &str, phone: &str| {
+        json!({"name": [{"family": "Vasquez", "given": ["Teodora"]}],
+            "gender": "female", "birthDate": "1950-02-20",
+            "address": [{"line": [street], "postalCode": postal}],
+            "telecom": [{"system": "phone", "value": phone}]})
+    };
+    let stream = [
+        (
+            "hosp-a",
+            &key_a,
+            person(
+                AA_A,
+                "A-100",
+                json!({
+            "name": [{"use": "official", "family": "Kowalczyk", "given": ["Jonathan", "Q"]}],
+            "gender": "male", "birthDate": "1979-04-07",
+            "address": [{"line": ["12 Linden Street"], "city": "Worcester", "postalCode": "01609"}],
+            "telecom": [{"system": "phone", "value": "508-555-0142"}],
+            "identifier": ssn("123-45-6789")}),
+            ),
+        ),
+        (
+            "clinic-b",
+            &key_b,
+            person(
+                AA_B,
+                "B-7",
+                json!({
+            "name": [{"family": "KOWALCZYK", "given": ["JON"]}],
+            "gender": "male", "birthDate": "1979-07-04",
+            "address": [{"line": ["12 Linden St."], "postalCode": "01609-2280"}],
+            "telecom": [{"system": "phone", "value": "(508) 555 0142"}]}),
+            ),
+        ),
+        (
+            "hosp-a",
+            &key_a,
+            person(AA_A, "A-1", household("Adaeze", "222-33-4444")),
+        ),
+        (
+            "clinic-b",
+            &key_b,
+            person(AA_B, "B-1", household("Chiamaka", "222-33-4445")),
+        ),
+        (
+            "clinic-b",
+            &key_b,
+            person(AA_B, "B-2", household("ADAEZE", "222-33-4444")),
+        ),
+        (
+            "hosp-a",
+            &key_a,
+            person(AA_A, "A-5", vasquez("3 Oak Road", "01001", "413-555-0100")),
+        ),
+        (
+            "clinic-b",
+            &key_b,
+            person(
+                AA_B,
+                "B-5",
+                vasquez("77 Pine Lane", "02760", "413-555-0999"),
+            ),
+        ),
+    ];
+    for (source, key, body) in &stream {
+        app.post_bundle_ok(source, key, body).await;
+    }
+    let single_db = app.db.client().await;
+    caught_up(&single_db, &app.broker.address()).await;
+    let single = people(&single_db).await;
+    assert_eq!(single.0.len(), 5, "people: {:?}", single.0);
+    assert!(!single.1.is_empty(), "no review: {single:?}");
+
+    let doubled_broker = Broker::start();
+    copy_doubled_except(
+        &app.broker.address(),
+        &doubled_broker.address(),
+        &["hie.identity"],
+    )
+    .await;
+    let doubled_db = TestDb::create().await;
+    let projector = Projector::start(&doubled_broker.address(), &doubled_db.url(), true).await;
+    projector
+        .healthz_when(Duration::from_secs(30), |_, _| true)
+        .await;
+    let doubled = doubled_db.client().await;
+    caught_up(&doubled, &doubled_broker.address()).await;
+    let twice = people(&doubled).await;
+    let decided = |ends: Ends| ends.get(&("hie.identity".to_string(), 0)).copied();
+    eprintln!(
+        "single: {single:?}\ndoubled: {twice:?}\nhie.identity events: {:?} once, {:?} from the doubled records",
+        decided(ends(&app.broker.address()).await),
+        decided(ends(&doubled_broker.address()).await)
+    );
+    assert_eq!(twice, single);
     projector.stop().await;
 }
