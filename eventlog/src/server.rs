@@ -286,7 +286,11 @@ impl Broker {
         req: ProduceRequest,
     ) -> (i16, Pin<Box<dyn Future<Output = ProduceResponse> + Send>>) {
         let acks = req.acks;
-        if req.transactional_id.is_some() {
+        if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+        {
             let mut resp = ProduceResponse::default();
             for t in req.topic_data {
                 let mut tr = produce_response::TopicProduceResponse::default();
@@ -563,7 +567,11 @@ impl Broker {
     /// librdkafka does after a timed-out request) gets the next epoch of the same id.
     fn init_producer_id(&self, req: InitProducerIdRequest) -> InitProducerIdResponse {
         let mut resp = InitProducerIdResponse::default();
-        if req.transactional_id.is_some() {
+        if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+        {
             resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
             resp.producer_id = (-1).into();
             resp.producer_epoch = -1;

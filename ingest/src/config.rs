@@ -31,6 +31,11 @@ pub struct Config {
     /// TLS for HTTP and MLLP (`INGEST_TLS_CERT`, `INGEST_TLS_KEY`): required on a listener beyond
     /// loopback. Over TLS, an MLLP sender is known by its client certificate, pinned per source.
     pub tls: Option<platform::tls::TlsFiles>,
+    /// Admission (`INGEST_MAX_VIEWS_LAG`, 20000; 0 disables): new records are refused (503 +
+    /// Retry-After, MLLP AR 207) while the projector's group (`INGEST_VIEWS_GROUP`,
+    /// `hie-projector`) is more than this many events behind on `hie.records`.
+    pub max_views_lag: i64,
+    pub views_group: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,8 @@ struct Env {
     ingest_mllp_max_connections: usize,
     ingest_http_request_timeout_seconds: u64,
     ingest_http_max_concurrent_requests: usize,
+    ingest_max_views_lag: i64,
+    ingest_views_group: String,
 }
 
 impl Default for Env {
@@ -85,6 +92,8 @@ impl Default for Env {
             ingest_mllp_max_connections: limits.mllp_max_connections,
             ingest_http_request_timeout_seconds: limits.http_request_timeout.as_secs(),
             ingest_http_max_concurrent_requests: limits.http_max_concurrent_requests,
+            ingest_max_views_lag: 20_000,
+            ingest_views_group: "hie-projector".into(),
         }
     }
 }
@@ -143,6 +152,8 @@ impl Config {
             bootstrap_admin: env.hie_bootstrap_admin.map(|s| s.trim().to_string()),
             operator_org: env.hie_operator_org.trim().to_string(),
             limits,
+            max_views_lag: env.ingest_max_views_lag.max(0),
+            views_group: env.ingest_views_group,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Ingest: receives records from sources, validates and normalizes them to FHIR R4, and
 //! publishes them to the event log; answers only once the broker made them durable.
 
+mod admission;
 pub mod config;
 mod dropfolder;
 mod fhir;
@@ -70,7 +71,13 @@ pub async fn run_with(
     ));
     let broker =
         platform::broker_watch::BrokerWatch::spawn(producer.clone(), schemas::topics::RECORDS.name);
-    let publisher = publish::Publisher::new(producer);
+    let admission = admission::Admission::spawn(
+        &config.kafka_brokers,
+        &config.views_group,
+        schemas::topics::RECORDS.name,
+        config.max_views_lag,
+    );
+    let publisher = publish::Publisher::new(producer, admission);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     if let Some(mllp) = mllp {

@@ -7,11 +7,21 @@ use schemas::{Event, Position};
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
+    admission: crate::admission::Admission,
 }
 
 impl Publisher {
-    pub fn new(producer: FutureProducer) -> Self {
-        Publisher { producer }
+    pub fn new(producer: FutureProducer, admission: crate::admission::Admission) -> Self {
+        Publisher {
+            producer,
+            admission,
+        }
+    }
+
+    /// Whether new records may be published now (the views keep up); asked before anything of a
+    /// request is published, so a refused request publishes nothing.
+    pub fn admit(&self) -> Result<(), PublishError> {
+        self.admission.check()
     }
 
     pub fn producer(&self) -> &FutureProducer {

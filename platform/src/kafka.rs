@@ -250,6 +250,9 @@ pub enum PublishError {
     Broker(#[from] rdkafka::error::KafkaError),
     #[error("encoding: {0}")]
     Encode(#[from] schemas::CodecError),
+    /// Not tried: the views are too far behind the log to take more (ingest's admission).
+    #[error("the views are {lag} events behind the log (limit {limit}): retry later")]
+    Overloaded { lag: i64, limit: i64 },
 }
 
 /// Encode `event` and publish it; returns once the broker has made it durable, with where. The

@@ -26,6 +26,8 @@ pub struct Services {
     pub tls: Option<platform::tls::TlsFiles>,
     /// The portal's settings (idle timeout, e-mail outbox); the outbox is a fresh folder per app.
     pub portal: query_api::portal::PortalConfig,
+    /// Ingest's admission limit (`INGEST_MAX_VIEWS_LAG`): events the views may be behind.
+    pub max_views_lag: i64,
 }
 
 impl Default for Services {
@@ -39,6 +41,7 @@ impl Default for Services {
                 outbox: std::env::temp_dir().join(format!("hie-outbox-{}", uuid::Uuid::new_v4())),
                 ..Default::default()
             },
+            max_views_lag: 20_000,
         }
     }
 }
@@ -87,6 +90,8 @@ impl TestApp {
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
             limits: services.ingest_limits.clone(),
+            max_views_lag: services.max_views_lag,
+            views_group: "hie-projector".into(),
         };
         stops.push(spawn(|stop| async move {
             ingest::run_with(config, listener, Some(mllp_listener), stop)

@@ -241,6 +241,7 @@ impl Batch<'_> {
         let records = std::mem::take(&mut self.records);
         let accepted = records.len();
         let rejections = std::mem::take(&mut self.rejections);
+        self.df.publisher.admit()?;
         let position = intake::publish(&self.df.publisher, &from, records, &rejections).await?;
         let counts = &mut self.receipt_counts;
         counts.accepted += accepted;

@@ -1,5 +1,5 @@
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use platform::http::{error_body, error_with};
 
@@ -75,13 +75,22 @@ impl IntoResponse for ApiError {
                     extra,
                 )
             }
+            ApiError::Unavailable(PublishError::Overloaded { .. }) => {
+                let mut r = error_body(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             ApiError::Unavailable(e) => {
                 tracing::error!(error = %e, "publish failed");
-                error_body(
+                let mut r = error_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_unavailable",
                     message,
-                )
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
             }
             ApiError::NotReady(_) => {
                 error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)

@@ -19,6 +19,9 @@ pub async fn post_fhir(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let headers = request.headers();
     let source = authenticate_source(&state, &source_id, headers)?;
+    // Before anything of the body is read or published: a refused request publishes nothing
+    // (an NDJSON body is published chunk by chunk).
+    state.publisher.admit()?;
     let received_at = now_micros();
     let media = media_type(headers);
     let channel = match media.as_deref() {

@@ -121,13 +121,23 @@ impl Receiver {
             message_id: &header.control_id,
             received_at,
         };
-        let published = if mapped.merges.is_empty() {
+        let published = if let Err(e) = self.publisher.admit() {
+            Err(e)
+        } else if mapped.merges.is_empty() {
             intake::publish(&self.publisher, &from, mapped.records, &[]).await
         } else {
             intake::publish_merges(&self.publisher, &from, mapped.records, mapped.merges).await
         };
         match published {
             Ok(_) => hl7::ack(Some(&msg), AckCode::Accept, None),
+            Err(e @ crate::publish::PublishError::Overloaded { .. }) => {
+                tracing::warn!(source = %source.source_id, error = %e, "HL7 message refused for now");
+                hl7::ack(
+                    Some(&msg),
+                    AckCode::Reject,
+                    Some(("207", "the views are behind the log; resend later")),
+                )
+            }
             Err(e) => {
                 tracing::error!(source = %source.source_id, error = %e, "HL7 message not published");
                 hl7::ack(

@@ -1,6 +1,7 @@
-//! End-to-end tests of the pipeline through its public HTTP APIs, against a real Tansu broker and
+//! End-to-end tests of the pipeline through its public HTTP APIs, against a real broker (hie-log) and
 //! a real PostgreSQL. One binary, one module per concern.
 
+mod admission;
 mod audit;
 mod authority;
 mod bad_input;
@@ -9,6 +10,7 @@ mod dead_letters;
 mod double_publish;
 mod drop_folder;
 mod ehr_smart;
+mod event_log;
 mod fhir_api;
 mod hl7_mllp;
 mod hostile_input;
