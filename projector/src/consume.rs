@@ -2,7 +2,6 @@
 //! transaction, then tell the group (best effort; PostgreSQL holds the truth).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,14 +10,21 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::topics;
 
+use crate::health::Health;
 use crate::store::{self, Envelope};
 use crate::{Config, StartError};
+
+/// The partitions this projector applies, each with the next offset to apply.
+pub type Tracked = Vec<((String, i32), i64)>;
 
 /// A consumer assigned this projector's partitions of every topic, each positioned at the offset
 /// PostgreSQL says comes next. Offsets live with the views, so the consumer is assigned rather than
 /// subscribed: a projector killed anywhere resumes exactly where its last transaction ended, at
 /// once, without waiting for a group rebalance.
-pub async fn consumer(config: &Config, pool: &Pool) -> Result<StreamConsumer, StartError> {
+pub async fn consumer(
+    config: &Config,
+    pool: &Pool,
+) -> Result<(StreamConsumer, Tracked), StartError> {
     let consumer: StreamConsumer = platform::kafka::client_config(&config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
@@ -32,9 +38,11 @@ pub async fn consumer(config: &Config, pool: &Pool) -> Result<StreamConsumer, St
         .create()?;
     let stored = store::offsets(pool).await?;
     let mut tpl = TopicPartitionList::new();
+    let mut owned = Vec::new();
     for topic in topics::ALL {
         let partitions = partition_count(&consumer, topic.name)?;
         for partition in (0..partitions).filter(|p| config.owns(*p)) {
+            owned.push((topic.name.to_string(), partition));
             let offset = match stored.get(&(topic.name.to_string(), partition)) {
                 Some(next) => Offset::Offset(*next),
                 None => Offset::Beginning,
@@ -44,7 +52,7 @@ pub async fn consumer(config: &Config, pool: &Pool) -> Result<StreamConsumer, St
     }
     tracing::info!(partitions = tpl.count(), "projector assigned");
     consumer.assign(&tpl)?;
-    Ok(consumer)
+    Ok((consumer, crate::watch::tracked(&owned, &stored)))
 }
 
 /// Blocks briefly, once, at start.
@@ -65,12 +73,19 @@ fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, StartE
 pub async fn run(
     config: Config,
     pool: Pool,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     health: Health,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
+        if health.refused() {
+            // The log is not the views' (`watch`): nothing more is applied until an operator
+            // rebuilds the views and restarts the projector.
+            tracing::error!("not applying: the log is not the one the views were built from");
+            shutdown.await;
+            return;
+        }
         let first = tokio::select! {
             _ = &mut shutdown => return,
             m = consumer.recv() => m,
@@ -103,9 +118,17 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        if health.refused() {
+            continue;
+        }
         let spans = traces.spans();
         apply_with_retry(&pool, &consumer, &batch, &traces).await;
-        health.applied();
+        let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+        for e in &batch {
+            let slot = next.entry((e.topic.as_str(), e.partition)).or_default();
+            *slot = (*slot).max(e.offset + 1);
+        }
+        health.applied(&next);
         drop(spans);
         commit_to_group(&consumer, &batch);
         record_lag(&consumer, &batch, Applied::Yes);
@@ -114,62 +137,15 @@ pub async fn run(
 
 fn consumer_error(health: &Health, e: &rdkafka::error::KafkaError) {
     use rdkafka::types::RDKafkaErrorCode;
+    if matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        // The end of a partition is not an error (this consumer does not ask for it anyway).
+        return;
+    }
     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
-        health.gap.store(true, Ordering::Relaxed);
+        health.set_gap();
         tracing::error!(error = %e, "the broker no longer holds the next offset to apply: a gap in the log; not skipping it (restore the topic, or rebuild the views)");
     } else {
         tracing::warn!(error = %e, "consumer error");
-    }
-}
-
-/// What `/healthz` reports beyond the database: whether the views keep up with the log.
-#[derive(Clone)]
-pub struct Health {
-    started: Instant,
-    /// Milliseconds since `started` when the batch in hand arrived (0: none in hand). Events in
-    /// hand are lag; that it stays for `stall` means nothing is being applied.
-    pending_since_ms: Arc<AtomicU64>,
-    gap: Arc<AtomicBool>,
-    stall: Duration,
-}
-
-impl Health {
-    pub fn new(stall: Duration) -> Self {
-        Health {
-            started: Instant::now(),
-            pending_since_ms: Arc::default(),
-            gap: Arc::default(),
-            stall,
-        }
-    }
-
-    fn pending(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        let _ = self.pending_since_ms.compare_exchange(
-            0,
-            now.max(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    fn applied(&self) {
-        self.pending_since_ms.store(0, Ordering::Relaxed);
-    }
-
-    /// `Some(why)` when the projector is not keeping the views up to date.
-    pub fn problem(&self) -> Option<&'static str> {
-        if self.gap.load(Ordering::Relaxed) {
-            return Some("gap_in_log");
-        }
-        let since = self.pending_since_ms.load(Ordering::Relaxed);
-        let stalled = since != 0
-            && self
-                .started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(since))
-                >= self.stall;
-        stalled.then_some("stalled")
     }
 }
 
@@ -225,8 +201,9 @@ impl Traces {
     }
 }
 
-/// Lag per partition from the high watermark the last fetch reported (not ListOffsets, which
-/// Tansu can report too low) and the next offset this projector will apply.
+/// Lag per partition, at once after a batch, from the high watermark the last fetch reported and
+/// the next offset this projector will apply (the watch sets it on a timer too, from ListOffsets
+/// and that high watermark: `watch::run`).
 /// A batch still being retried counts whole: its first offset per partition is the next to apply.
 fn record_lag(consumer: &StreamConsumer, batch: &[Envelope], applied: Applied) {
     let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
@@ -248,7 +225,11 @@ fn record_lag(consumer: &StreamConsumer, batch: &[Envelope], applied: Applied) {
 
 /// The high watermark librdkafka keeps from fetch responses, without asking the broker
 /// (`rd_kafka_get_watermark_offsets`, which the rdkafka crate does not wrap).
-fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+pub(crate) fn cached_high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     use rdkafka::bindings::{rd_kafka_get_watermark_offsets, rd_kafka_resp_err_t};
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1_i64, -1_i64);

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use deadpool_postgres::Pool;
 use serde_json::json;
 
-use crate::consume::Health;
+use crate::health::Health;
 
 pub fn router(pool: Pool, health: Health) -> Router {
     Router::new()
@@ -17,8 +17,10 @@ pub fn router(pool: Pool, health: Health) -> Router {
         .with_state((pool, health))
 }
 
-/// 200 when PostgreSQL answers and the views keep up with the log; 503 otherwise (events waiting
-/// longer than `PROJECTOR_STALL_SECONDS` with none applied, or a gap in the log).
+/// 200 when PostgreSQL answers and the views keep up with the log; 503 otherwise: the log is not
+/// the one the views were built from (`another_log`, `offsets_beyond_end`, `another_cluster`), a
+/// gap in the log, or events waiting longer than `PROJECTOR_STALL_SECONDS` with none applied
+/// (`stalled`); `partitions` names each partition concerned with its next and end offsets.
 async fn healthz(
     State((pool, health)): State<(Pool, Health)>,
 ) -> (StatusCode, Json<serde_json::Value>) {
@@ -35,8 +37,12 @@ async fn healthz(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let (projection, partitions) = match problem {
+        Some(p) => (p.reason, p.details),
+        None => ("ok", vec![]),
+    };
     (
         status,
-        Json(json!({"database": db, "projection": problem.unwrap_or("ok")})),
+        Json(json!({"database": db, "projection": projection, "partitions": partitions})),
     )
 }

@@ -74,8 +74,10 @@ pub async fn run(config: Config, pool: Pool, mut stop: watch::Receiver<bool>) {
 }
 
 async fn run_once(config: &Config, pool: &Pool) -> Result<(), MatchingError> {
-    // Leadership: held as long as this connection (kept in scope) lives.
-    let leader = pool.get().await?;
+    // Leadership: held as long as this connection (kept in scope) lives. Taken out of the pool,
+    // so a matcher stopped (shutdown, or its projector refusing the log) closes the session and
+    // the lock with it, instead of leaving it held by a pooled connection.
+    let leader = deadpool_postgres::Object::take(pool.get().await?);
     while !leader
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
         .await?

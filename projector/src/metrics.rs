@@ -89,7 +89,7 @@ static FRESHNESS: LazyLock<Histogram> = LazyLock::new(|| {
 static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "hie_projector_consumer_lag_messages",
-        "Events on a partition not yet applied, as of the last batch from it",
+        "Events on a partition not yet applied: its end (ListOffsets on a timer, or the last fetch's high watermark when larger) minus the next offset to apply",
         &["topic", "partition"]
     )
     .expect("registers once")

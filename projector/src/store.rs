@@ -79,6 +79,91 @@ pub async fn offsets(pool: &Pool) -> Result<HashMap<(String, i32), i64>, StoreEr
         .collect())
 }
 
+/// What identifies one record of the log without keeping it: SHA-256 of its key (length-prefixed,
+/// absent told apart from empty) and payload. Payloads carry event ids, so two logs' records at the
+/// same offset differ.
+pub fn fingerprint(key: Option<&[u8]>, payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    match key {
+        Some(k) => {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k);
+        }
+        None => h.update(u64::MAX.to_be_bytes()),
+    }
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// The first record the views applied from a partition (`log_identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRecord {
+    pub offset: i64,
+    pub fingerprint: Vec<u8>,
+}
+
+/// Every partition's first applied record, as recorded.
+pub async fn log_identity(pool: &Pool) -> Result<HashMap<(String, i32), FirstRecord>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT topic, partition, first_offset, first_fingerprint FROM log_identity",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1)),
+                FirstRecord {
+                    offset: r.get(2),
+                    fingerprint: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Records `first` as the partition's first record unless one is recorded already (views built
+/// before `log_identity` existed adopt the log's earliest record).
+pub async fn record_first(
+    pool: &Pool,
+    topic: &str,
+    partition: i32,
+    first: &FirstRecord,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO log_identity (topic, partition, first_offset, first_fingerprint) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&topic, &partition, &first.offset, &first.fingerprint],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The cluster id the views' log came from: the one recorded, or `reported` (then recorded) when
+/// none is. `None` when neither is known.
+pub async fn log_cluster(
+    pool: &Pool,
+    reported: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let client = pool.get().await?;
+    if let Some(id) = reported {
+        client
+            .execute(
+                "INSERT INTO log_cluster (cluster_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&id],
+            )
+            .await?;
+    }
+    Ok(client
+        .query_opt("SELECT cluster_id FROM log_cluster", &[])
+        .await?
+        .map(|r| r.get(0)))
+}
+
 fn at(micros: i64) -> SystemTime {
     if micros >= 0 {
         UNIX_EPOCH + Duration::from_micros(micros as u64)
@@ -149,6 +234,7 @@ async fn apply(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut fresh: Vec<(String, i32)> = Vec::new();
     let mut applied_per_partition: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for e in batch {
         let key = (e.topic.clone(), e.partition);
@@ -161,7 +247,24 @@ async fn apply(
                 &[&e.topic, &e.partition],
             )
             .await?;
+        if row.is_none() {
+            fresh.push(key.clone());
+        }
         next.insert(key, row.map(|r| r.get(0)).unwrap_or(0));
+    }
+    // A partition this database never applied from: its first record is where the views' log
+    // starts, remembered to tell that log from another one later (`log_identity`).
+    for (topic, partition) in &fresh {
+        if let Some(first) = batch
+            .iter()
+            .find(|e| &e.topic == topic && e.partition == *partition)
+        {
+            tx.execute(
+                &tx.prepare_cached("INSERT INTO log_identity (topic, partition, first_offset, first_fingerprint) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING").await?,
+                &[topic, partition, &first.offset, &fingerprint(first.key.as_deref(), &first.payload).to_vec()],
+            )
+            .await?;
+        }
     }
 
     let mut applied = Applied::default();

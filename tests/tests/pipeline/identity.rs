@@ -9,10 +9,10 @@ use reqwest::StatusCode;
 use schemas::PatientIdentity;
 use serde_json::{json, Value};
 
-const AA_A: &str = "urn:oid:2.16.840.1.113883.19.1";
-const AA_B: &str = "urn:oid:2.16.840.1.113883.19.2";
+pub(crate) const AA_A: &str = "urn:oid:2.16.840.1.113883.19.1";
+pub(crate) const AA_B: &str = "urn:oid:2.16.840.1.113883.19.2";
 
-fn patient(aa: &str, mrn: &str, p: Value) -> Value {
+pub(crate) fn patient(aa: &str, mrn: &str, p: Value) -> Value {
     let mut r = json!({
         "resourceType": "Patient",
         "id": format!("p-{mrn}"),
@@ -31,7 +31,7 @@ fn patient(aa: &str, mrn: &str, p: Value) -> Value {
     r
 }
 
-fn bundle(patient: Value, other: Value) -> Value {
+pub(crate) fn bundle(patient: Value, other: Value) -> Value {
     let id = patient["id"].as_str().unwrap().to_string();
     let mut other = other;
     other["subject"] = json!({"reference": format!("urn:uuid:{id}")});
@@ -41,7 +41,7 @@ fn bundle(patient: Value, other: Value) -> Value {
     ]})
 }
 
-fn ssn(v: &str) -> Value {
+pub(crate) fn ssn(v: &str) -> Value {
     json!([{"system": "http://hl7.org/fhir/sid/us-ssn", "value": v}])
 }
 
