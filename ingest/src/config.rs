@@ -31,7 +31,16 @@ pub struct Config {
     /// TLS for HTTP and MLLP (`INGEST_TLS_CERT`, `INGEST_TLS_KEY`): required on a listener beyond
     /// loopback. Over TLS, an MLLP sender is known by its client certificate, pinned per source.
     pub tls: Option<platform::tls::TlsFiles>,
+    /// Where resources too large for an event are kept before it is published (`HIE_BLOB_STORE`,
+    /// else the database at `DATABASE_URL`): the claim-check path, `platform::blobs`.
+    pub blob_store: platform::blobs::BlobLocation,
+    /// A resource whose JSON is larger than this travels as a claim check
+    /// (`INGEST_CLAIM_CHECK_BYTES`, 262144): kept in the blob store, named in its event by SHA-256.
+    pub claim_check_bytes: usize,
 }
+
+/// The database the blob store defaults to, as the projector's `DATABASE_URL` defaults.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hie";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,6 +74,9 @@ struct Env {
     ingest_mllp_max_connections: usize,
     ingest_http_request_timeout_seconds: u64,
     ingest_http_max_concurrent_requests: usize,
+    database_url: String,
+    hie_blob_store: Option<String>,
+    ingest_claim_check_bytes: usize,
 }
 
 impl Default for Env {
@@ -85,6 +97,9 @@ impl Default for Env {
             ingest_mllp_max_connections: limits.mllp_max_connections,
             ingest_http_request_timeout_seconds: limits.http_request_timeout.as_secs(),
             ingest_http_max_concurrent_requests: limits.http_max_concurrent_requests,
+            database_url: DEFAULT_DATABASE_URL.into(),
+            hie_blob_store: None,
+            ingest_claim_check_bytes: 256 * 1024,
         }
     }
 }
@@ -143,6 +158,14 @@ impl Config {
             bootstrap_admin: env.hie_bootstrap_admin.map(|s| s.trim().to_string()),
             operator_org: env.hie_operator_org.trim().to_string(),
             limits,
+            blob_store: platform::blobs::BlobLocation::parse(
+                env.hie_blob_store.as_deref(),
+                &env.database_url,
+            )?,
+            claim_check_bytes: at_least_one(
+                "INGEST_CLAIM_CHECK_BYTES",
+                env.ingest_claim_check_bytes,
+            )?,
         })
     }
 }

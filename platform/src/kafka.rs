@@ -250,6 +250,9 @@ pub enum PublishError {
     Broker(#[from] rdkafka::error::KafkaError),
     #[error("encoding: {0}")]
     Encode(#[from] schemas::CodecError),
+    /// A claim-checked resource could not be made durable in the blob store before its event.
+    #[error(transparent)]
+    Blob(#[from] crate::blobs::BlobError),
 }
 
 /// Encode `event` and publish it; returns once the broker has made it durable, with where. The

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use platform::blobs::BlobStore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::topics;
@@ -65,6 +66,7 @@ fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, StartE
 pub async fn run(
     config: Config,
     pool: Pool,
+    blobs: Arc<dyn BlobStore>,
     consumer: StreamConsumer,
     health: Health,
     shutdown: impl Future<Output = ()>,
@@ -104,7 +106,7 @@ pub async fn run(
             }
         }
         let spans = traces.spans();
-        apply_with_retry(&pool, &consumer, &batch, &traces).await;
+        apply_with_retry(&pool, &*blobs, &consumer, &batch, &traces).await;
         health.applied();
         drop(spans);
         commit_to_group(&consumer, &batch);
@@ -279,6 +281,7 @@ fn envelope(m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope {
 /// A batch is never skipped: a database that is down is waited for.
 async fn apply_with_retry(
     pool: &Pool,
+    blobs: &dyn BlobStore,
     consumer: &StreamConsumer,
     batch: &[Envelope],
     traces: &Traces,
@@ -286,7 +289,7 @@ async fn apply_with_retry(
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store::apply_batch(pool, batch).await {
+        match store::apply_batch(pool, blobs, batch).await {
             Ok(applied) => {
                 crate::metrics::batch(&applied, batch.len(), started.elapsed());
                 tracing::info!(

@@ -1,6 +1,7 @@
 //! Projector: consumes the event log in a consumer group and keeps the per-patient views in
 //! PostgreSQL, each batch and its offsets in one transaction.
 
+mod claim_check;
 pub mod config;
 mod consume;
 mod demographics;
@@ -28,6 +29,8 @@ pub enum StartError {
     NoPartitions(String),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Blobs(#[from] platform::blobs::BlobError),
 }
 
 pub fn pool(database_url: &str) -> Result<deadpool_postgres::Pool, StartError> {
@@ -41,6 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let pool = pool(&config.database_url)?;
+    let blobs = config.blob_store.open()?;
     store::migrate(&pool).await?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let consumer = consume::consumer(&config, &pool).await?;
@@ -53,12 +57,17 @@ pub async fn run(
             let _ = http_stop.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
-    let matcher = config
-        .matcher
-        .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), stop_rx.clone())));
+    let matcher = config.matcher.then(|| {
+        tokio::spawn(matching::run(
+            config.clone(),
+            pool.clone(),
+            blobs.clone(),
+            stop_rx.clone(),
+        ))
+    });
     tracing::info!("projector running");
     let mut loop_stop = stop_rx;
-    let consuming = consume::run(config, pool, consumer, health, async move {
+    let consuming = consume::run(config, pool, blobs, consumer, health, async move {
         let _ = loop_stop.changed().await;
     });
     tokio::pin!(consuming);

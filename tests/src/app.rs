@@ -26,6 +26,8 @@ pub struct Services {
     pub tls: Option<platform::tls::TlsFiles>,
     /// The portal's settings (idle timeout, e-mail outbox); the outbox is a fresh folder per app.
     pub portal: query_api::portal::PortalConfig,
+    /// Resources larger than this travel as claim checks (`INGEST_CLAIM_CHECK_BYTES`).
+    pub claim_check_bytes: usize,
 }
 
 impl Default for Services {
@@ -39,6 +41,7 @@ impl Default for Services {
                 outbox: std::env::temp_dir().join(format!("hie-outbox-{}", uuid::Uuid::new_v4())),
                 ..Default::default()
             },
+            claim_check_bytes: 256 * 1024,
         }
     }
 }
@@ -87,6 +90,9 @@ impl TestApp {
             mllp_addr: Some(mllp),
             drop_dir: Some(drop_dir.clone()),
             limits: services.ingest_limits.clone(),
+            // The blob store is the test's database, as in the local stack.
+            blob_store: platform::blobs::BlobLocation::Postgres(db.url()),
+            claim_check_bytes: services.claim_check_bytes,
         };
         stops.push(spawn(|stop| async move {
             ingest::run_with(config, listener, Some(mllp_listener), stop)
@@ -408,6 +414,7 @@ fn projector_config(broker: &Broker, db: &TestDb, addr: std::net::SocketAddr) ->
         // Short, so a test can see /healthz turn 503 while the views are held up.
         stall: Duration::from_secs(5),
         matcher: true,
+        blob_store: platform::blobs::BlobLocation::Postgres(db.url()),
     }
 }
 
