@@ -55,12 +55,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 	pg_isready -h 127.0.0.1 -p 5432
 fi
 
-# Tansu, the dev broker: built once (10-30 minutes), kept by cargo afterwards. The same version and
-# cargo features as deploy/local/up's (its lib.sh): a tansu built earlier without one of them (say,
-# without `postgres`) is rebuilt, since the soak runs the broker as `up` does.
-# shellcheck source=deploy/local/tansu.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../deploy/local/tansu.sh"
-ensure_tansu
+# The broker is the workspace's own (hie-log, the eventlog crate): `cargo build --bins` builds it.
 
 if ! command -v cargo-nextest >/dev/null; then
 	say "installing cargo-nextest"

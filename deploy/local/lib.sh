@@ -6,7 +6,7 @@
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HIE_DATA_DIR="${HIE_DATA_DIR:-$REPO/.local}"
 mkdir -p "$HIE_DATA_DIR"
-HIE_DATA_DIR="$(cd "$HIE_DATA_DIR" && pwd)" # absolute: tansu's SQLite URL and pg need it
+HIE_DATA_DIR="$(cd "$HIE_DATA_DIR" && pwd)" # absolute: the log directory and pg need it
 LOG_DIR="$HIE_DATA_DIR/logs"
 RUN_DIR="$HIE_DATA_DIR/run"
 PG_DATA="$HIE_DATA_DIR/pg"
@@ -110,33 +110,27 @@ pg_bin_dir() {
 	fi
 }
 
-# --- Tansu ---------------------------------------------------------------------------------------
-# shellcheck source-path=SCRIPTDIR source=tansu.sh
-source "$(dirname "${BASH_SOURCE[0]}")/tansu.sh"
-
-# Starts tansu on 127.0.0.1:$1 with storage $2, logging to $LOG_DIR/tansu.log; waits for the port.
-start_tansu() { # port storage-url
-	local port=$1 storage=$2 tansu i
-	tansu=$(find_tansu) || die "tansu is not installed"
-	say "starting tansu on 127.0.0.1:$port, storage ${storage%%\?*} (log: $LOG_DIR/tansu.log)"
-	# Plain text, warnings only: at info tansu logs every request. setsid: its own process group,
-	# so that a Ctrl-C in the shell that ran `up` does not reach it.
-	NO_COLOR=1 RUST_LOG=${TANSU_LOG:-warn} setsid nohup "$tansu" broker \
-		--listener-url "tcp://127.0.0.1:$port" \
-		--advertised-listener-url "tcp://127.0.0.1:$port" \
-		--storage-engine "$storage" \
-		>>"$LOG_DIR/tansu.log" 2>&1 </dev/null &
-	record_pid tansu $!
+# --- The event log (hie-log) ---------------------------------------------------------------------
+# Starts the stack's broker, hie-log (the eventlog crate), on 127.0.0.1:$1 with its log in $2,
+# logging to $LOG_DIR/hie-log.log; waits for the port.
+start_broker() { # port log-dir
+	local port=$1 dir=$2 i
+	[[ -x $BIN/hie-log ]] || die "$BIN/hie-log is missing"
+	say "starting the event log (hie-log) on 127.0.0.1:$port, log in $dir (its log: $LOG_DIR/hie-log.log)"
+	# setsid: its own process group, so that a Ctrl-C in the shell that ran `up` does not reach it.
+	RUST_LOG=${HIE_LOG_LOG:-info} setsid nohup "$BIN/hie-log" --addr "127.0.0.1:$port" --dir "$dir" \
+		>>"$LOG_DIR/hie-log.log" 2>&1 </dev/null &
+	record_pid hie-log $!
 	for ((i = 0; i < 60; i++)); do
 		tcp_open 127.0.0.1 "$port" && return 0
-		kill -0 "$(<"$(pid_file tansu)")" 2>/dev/null || {
-			tail -n 30 "$LOG_DIR/tansu.log" >&2
-			die "tansu exited"
+		kill -0 "$(<"$(pid_file hie-log)")" 2>/dev/null || {
+			tail -n 30 "$LOG_DIR/hie-log.log" >&2
+			die "hie-log exited"
 		}
 		sleep 1
 	done
-	tail -n 30 "$LOG_DIR/tansu.log" >&2
-	die "tansu did not open port $port within 60 s"
+	tail -n 30 "$LOG_DIR/hie-log.log" >&2
+	die "hie-log did not open port $port within 60 s"
 }
 
 # True when the broker answers a real Kafka request (Metadata, ListOffsets) within $2 seconds.

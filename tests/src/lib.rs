@@ -1,4 +1,4 @@
-//! The integration-test harness: a real Tansu broker on a free port, a fresh PostgreSQL database,
+//! The integration-test harness: a real broker (hie-log) on a free port, a fresh PostgreSQL database,
 //! and the three services on random ports, spoken to only over their public APIs.
 
 mod app;
