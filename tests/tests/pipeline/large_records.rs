@@ -161,7 +161,10 @@ async fn a_16_mib_document_takes_the_claim_check_path_and_is_read_back_whole() {
         .map(|(inner, _)| inner)
         .unwrap_or_else(|| panic!("no document in the pop-up ({} bytes)", page.len()));
     assert_eq!(pre.len(), shown.len());
-    assert!(pre == shown, "the document came back altered through the portal");
+    assert!(
+        pre == shown,
+        "the document came back altered through the portal"
+    );
 
     // On the log the record is a claim check: a small event naming the blob.
     let events = record_events(&app).await;
@@ -266,11 +269,13 @@ async fn a_claim_check_whose_blob_is_missing_is_set_aside_and_the_partition_move
     // The patient's next record, on the same partition after it, is applied.
     let later = crate::bundle(AA, "D4", "d4", &[("d4-o", "2024-01-01T00:00:00Z", 2.0)]);
     let pos = app.post_bundle_ok("docs", &key, &later).await;
+    app.patient_id(AA, "D4", Some(&pos)).await;
     let p = app.consent(AA, "D4", "org-d", "grant").await;
     let token = app.token("org-d", &["physician"]);
     let r = app
-        .get(&format!("/v1/patients/{id}/records"), &token, Some(&pos))
+        .get(&format!("/v1/patients/{id}/records"), &token, Some(&p))
         .await;
+    assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     let ids: Vec<&str> = body["records"]
         .as_array()
@@ -280,7 +285,6 @@ async fn a_claim_check_whose_blob_is_missing_is_set_aside_and_the_partition_move
         .collect();
     assert!(ids.contains(&"d4-o"), "{body}");
     assert!(!ids.contains(&"orphan"), "{body}");
-    drop(p);
 
     // The orphan is in quarantine, named by its address only.
     let rows = app
@@ -346,7 +350,11 @@ impl Portal {
         portal
             .post(
                 "/portal/sign-in",
-                &[("csrf", &csrf), ("username", user), ("password", &temporary)],
+                &[
+                    ("csrf", &csrf),
+                    ("username", user),
+                    ("password", &temporary),
+                ],
             )
             .await;
         let csrf = portal.csrf("/portal/set-password").await;
