@@ -465,3 +465,90 @@ async fn a_resource_over_16_mib_is_refused_alone_and_the_others_go_on() {
     // The entry's own result is a 413, as a body over the limit would be.
     assert_eq!(body["rejected"][0]["status"], 413, "{body}");
 }
+
+/// Polls the views until `sql` (one row, one bigint) answers, or 20 s pass.
+async fn eventually(app: &TestApp, sql: &str) -> i64 {
+    let client = app.db.client().await;
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(row)) = client.query_opt(sql, &[]).await {
+            if let Some(n) = row.get::<_, Option<i64>>(0) {
+                return n;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {sql}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hl7_over_mllp_and_the_drop_folder_take_the_same_claim_check_path() {
+    use crate::hl7_mllp::{Mllp, MERCY_AA};
+    let app = TestApp::spawn().await;
+    app.register_source("MERCY-GENERAL", "org-mercy", MERCY_AA)
+        .await;
+    app.register_source("drop-docs", "org-d", AA).await;
+
+    // HL7 v2: an ORU whose report text (OBX-5, TX) makes an Observation over 256 KiB.
+    let report = text(300 * 1024, 7);
+    let oru = [
+        "MSH|^~\\&|LAB|MERCY-GENERAL|HIE|HIE|20240302120000-0500||ORU^R01^ORU_R01|MG-BIG-1|P|2.5.1",
+        "PID|1||MG777^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR||Big^Report",
+        "OBR|1|PLC-9|FIL-9|11502-2^Lab report^LN|||20240302080000-0500||||||||||||||||||F",
+        &format!("OBX|1|TX|11502-2^Lab report^LN||{report}||||||F"),
+    ]
+    .join("\r");
+    let ack = Mllp::connect(&app).await.send(&oru).await;
+    assert_eq!(ack.code(), "AA", "{}", ack.0);
+    let shown = eventually(
+        &app,
+        "SELECT length(resource->>'valueString')::bigint FROM records WHERE source_id = 'MERCY-GENERAL' AND resource_type = 'Observation'",
+    )
+    .await;
+    assert_eq!(shown, report.len() as i64);
+
+    // The drop folder: an NDJSON file whose second line is a 1 MiB document.
+    let data = text(1024 * 1024, 11);
+    let lines = [
+        json!({"resourceType": "Patient", "id": "dp", "identifier": [{"system": AA, "value": "D9"}]})
+            .to_string(),
+        json!({"resourceType": "DocumentReference", "id": "dropped-doc", "status": "current",
+               "subject": {"reference": "Patient/dp"},
+               "content": [{"attachment": {"contentType": "application/pdf", "data": data}}]})
+        .to_string(),
+    ];
+    let base = app.drop_dir.join("drop-docs");
+    std::fs::create_dir_all(base.join("inbox")).unwrap();
+    std::fs::write(base.join(".docs.partial"), lines.join("\n") + "\n").unwrap();
+    std::fs::rename(base.join(".docs.partial"), base.join("inbox/docs.ndjson")).unwrap();
+    let read = eventually(
+        &app,
+        "SELECT length(resource->'content'->0->'attachment'->>'data')::bigint FROM records WHERE resource_id = 'dropped-doc'",
+    )
+    .await;
+    assert_eq!(read, data.len() as i64);
+
+    // Both went through the blob store, and both events on the log are small.
+    let stored = eventually(&app, "SELECT count(*) FROM blobs").await;
+    assert_eq!(stored, 2);
+    let events = record_events(&app).await;
+    let claimed: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.resource_blob.is_some())
+        .map(|(size, e)| (e.channel.as_str(), e.resource_type.as_str(), *size))
+        .collect();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(
+        claimed
+            .iter()
+            .any(|c| c.0 == "hl7v2_mllp" && c.1 == "Observation"),
+        "{claimed:?}"
+    );
+    assert!(
+        claimed
+            .iter()
+            .any(|c| c.0 == "drop_folder" && c.1 == "DocumentReference"),
+        "{claimed:?}"
+    );
+    assert!(claimed.iter().all(|c| c.2 < 2048), "{claimed:?}");
+}
