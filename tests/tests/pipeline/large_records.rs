@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use hie_tests::TestApp;
+use hie_tests::{PortalSession, TestApp};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -13,21 +13,6 @@ use schemas::{topics, BlobReference, PatientIdentity, RecordReceived};
 use serde_json::{json, Value};
 
 const AA: &str = "urn:oid:2.16.840.1.113883.3.1616";
-
-/// `len` letters and digits, different in every position (xorshift), so a truncation or a mix-up
-/// cannot go unseen; nothing in them needs escaping in JSON or HTML.
-fn text(len: usize, seed: u64) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut state: u64 = seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            alphabet[(state % 62) as usize] as char
-        })
-        .collect()
-}
 
 /// A batch Bundle: patient `mrn` and one DocumentReference `doc` whose attachment holds `data`
 /// (base64) as `content_type`.
@@ -91,7 +76,7 @@ async fn a_16_mib_document_takes_the_claim_check_path_and_is_read_back_whole() {
     let app = TestApp::spawn().await;
     let key = app.register_source("docs", "org-d", AA).await;
     // 16 MiB of base64 less room for the rest of the resource, of a text the portal shows.
-    let shown = text((16 * 1024 * 1024 - 4096) / 4 * 3, 0x9E37_79B9_7F4A_7C15);
+    let shown = hie_tests::document_text((16 * 1024 * 1024 - 4096) / 4 * 3, 0x9E37_79B9_7F4A_7C15);
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD.encode(&shown);
     let bundle = document_bundle("D1", "d1", "doc1", "text/plain", &data);
@@ -145,21 +130,17 @@ async fn a_16_mib_document_takes_the_claim_check_path_and_is_read_back_whole() {
     assert!(read == data, "the document came back altered through /fhir");
 
     // The portal's document pop-up shows the text whole.
-    let portal = Portal::sign_in(&app, "clin-doc", "org-d", &["physician"]).await;
-    // The pop-up's opaque key: the first 12 bytes of SHA-256("Type/id"), hex.
-    let record_key = platform::blobs::address(b"DocumentReference/doc1")[..24].to_string();
+    let portal = PortalSession::sign_in(
+        &app.query,
+        &app.admin(),
+        "clin-doc",
+        "org-d",
+        &["physician"],
+    )
+    .await;
     let started = Instant::now();
-    let page = portal
-        .get(&format!(
-            "/portal/patients/{id}/records/DocumentReference/{record_key}"
-        ))
-        .await;
+    let pre = portal.document(&id, "doc1").await;
     let portal_read = started.elapsed();
-    let pre = page
-        .split_once("<pre class=\"document\">")
-        .and_then(|(_, rest)| rest.split_once("</pre>"))
-        .map(|(inner, _)| inner)
-        .unwrap_or_else(|| panic!("no document in the pop-up ({} bytes)", page.len()));
     assert_eq!(pre.len(), shown.len());
     assert!(
         pre == shown,
@@ -307,165 +288,6 @@ async fn a_claim_check_whose_blob_is_missing_is_set_aside_and_the_partition_move
     assert_eq!(rows[0].get::<_, String>(2), "open");
 }
 
-/// A portal session over plain HTTP: the session cookie kept by hand, the CSRF token read from
-/// each form.
-struct Portal {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-}
-
-impl Portal {
-    /// Creates account `user` of `org` with `roles`, signs in with its temporary password and
-    /// sets a new one.
-    async fn sign_in(app: &TestApp, user: &str, org: &str, roles: &[&str]) -> Portal {
-        let r = app
-            .http
-            .put(format!("{}/v1/users/{user}", app.query))
-            .bearer_auth(app.admin())
-            .json(&json!({"email": format!("{user}@{org}.example"), "organization_id": org, "roles": roles}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-        let r = app
-            .post_query(
-                &format!("/v1/users/{user}/temporary-password"),
-                &app.admin(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let body: Value = r.json().await.unwrap();
-        let temporary = body["temporary_password"].as_str().unwrap().to_string();
-        let mut portal = Portal {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: app.query.clone(),
-            cookie: String::new(),
-        };
-        let csrf = portal.csrf("/portal/sign-in").await;
-        portal
-            .post(
-                "/portal/sign-in",
-                &[
-                    ("csrf", &csrf),
-                    ("username", user),
-                    ("password", &temporary),
-                ],
-            )
-            .await;
-        let csrf = portal.csrf("/portal/set-password").await;
-        let new = "a long new portal password 42";
-        portal
-            .post(
-                "/portal/set-password",
-                &[
-                    ("csrf", &csrf),
-                    ("new_password", new),
-                    ("confirm_password", new),
-                ],
-            )
-            .await;
-        portal
-    }
-
-    fn keep_cookie(&mut self, r: &reqwest::Response) {
-        for value in r.headers().get_all(reqwest::header::SET_COOKIE) {
-            let value = value.to_str().unwrap();
-            if let Some(pair) = value.split(';').next() {
-                if pair.starts_with("hie_portal=") {
-                    self.cookie = pair.to_string();
-                }
-            }
-        }
-    }
-
-    async fn csrf(&mut self, path: &str) -> String {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(reqwest::header::COOKIE, &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookie(&r);
-        let page = r.text().await.unwrap();
-        let (_, rest) = page
-            .split_once("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no CSRF token on {path}"));
-        rest.split('"').next().unwrap().to_string()
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) {
-        let body: Vec<String> = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", platform::url_component(v)))
-            .collect();
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(reqwest::header::COOKIE, &self.cookie)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body.join("&"))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_redirection(), "{path}: {}", r.status());
-        self.keep_cookie(&r);
-    }
-
-    async fn get(&self, path: &str) -> String {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(reqwest::header::COOKIE, &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{path}");
-        r.text().await.unwrap()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resource_over_16_mib_is_refused_alone_and_the_others_go_on() {
-    let app = TestApp::spawn().await;
-    let key = app.register_source("docs", "org-d", AA).await;
-    let mut bundle = crate::bundle(AA, "D2", "d2", &[("d2-o", "2024-01-01T00:00:00Z", 1.0)]);
-    bundle["entry"].as_array_mut().unwrap().push(json!({
-        "fullUrl": "urn:uuid:big",
-        "resource": {
-            "resourceType": "DocumentReference", "id": "big", "status": "current",
-            "subject": {"reference": "urn:uuid:d2"},
-            "content": [{"attachment": {"contentType": "application/pdf",
-                                        "data": "A".repeat(16 * 1024 * 1024 + 1)}}]
-        },
-        "request": {"method": "POST", "url": "DocumentReference"}
-    }));
-    let r = app
-        .post_fhir("docs", &key, "application/fhir+json", bundle.to_string())
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["accepted"], 2, "{body}");
-    assert_eq!(body["rejected"][0]["index"], 2);
-    assert!(
-        body["rejected"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("limit"),
-        "{body}"
-    );
-    // The entry's own result is a 413, as a body over the limit would be.
-    assert_eq!(body["rejected"][0]["status"], 413, "{body}");
-}
-
 /// Polls the views until `sql` (one row, one bigint) answers, or 20 s pass.
 async fn eventually(app: &TestApp, sql: &str) -> i64 {
     let client = app.db.client().await;
@@ -490,7 +312,7 @@ async fn hl7_over_mllp_and_the_drop_folder_take_the_same_claim_check_path() {
     app.register_source("drop-docs", "org-d", AA).await;
 
     // HL7 v2: an ORU whose report text (OBX-5, TX) makes an Observation over 256 KiB.
-    let report = text(300 * 1024, 7);
+    let report = hie_tests::document_text(300 * 1024, 7);
     let oru = [
         "MSH|^~\\&|LAB|MERCY-GENERAL|HIE|HIE|20240302120000-0500||ORU^R01^ORU_R01|MG-BIG-1|P|2.5.1",
         "PID|1||MG777^^^MERCY&2.16.840.1.113883.3.1001&ISO^MR||Big^Report",
@@ -508,7 +330,7 @@ async fn hl7_over_mllp_and_the_drop_folder_take_the_same_claim_check_path() {
     assert_eq!(shown, report.len() as i64);
 
     // The drop folder: an NDJSON file whose second line is a 1 MiB document.
-    let data = text(1024 * 1024, 11);
+    let data = hie_tests::document_text(1024 * 1024, 11);
     let lines = [
         json!({"resourceType": "Patient", "id": "dp", "identifier": [{"system": AA, "value": "D9"}]})
             .to_string(),
@@ -551,4 +373,37 @@ async fn hl7_over_mllp_and_the_drop_folder_take_the_same_claim_check_path() {
         "{claimed:?}"
     );
     assert!(claimed.iter().all(|c| c.2 < 2048), "{claimed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_over_16_mib_is_refused_alone_and_the_others_go_on() {
+    let app = TestApp::spawn().await;
+    let key = app.register_source("docs", "org-d", AA).await;
+    let mut bundle = crate::bundle(AA, "D2", "d2", &[("d2-o", "2024-01-01T00:00:00Z", 1.0)]);
+    bundle["entry"].as_array_mut().unwrap().push(json!({
+        "fullUrl": "urn:uuid:big",
+        "resource": {
+            "resourceType": "DocumentReference", "id": "big", "status": "current",
+            "subject": {"reference": "urn:uuid:d2"},
+            "content": [{"attachment": {"contentType": "application/pdf",
+                                        "data": "A".repeat(16 * 1024 * 1024 + 1)}}]
+        },
+        "request": {"method": "POST", "url": "DocumentReference"}
+    }));
+    let r = app
+        .post_fhir("docs", &key, "application/fhir+json", bundle.to_string())
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"][0]["index"], 2);
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{body}"
+    );
+    // The entry's own result is a 413, as a body over the limit would be.
+    assert_eq!(body["rejected"][0]["status"], 413, "{body}");
 }
