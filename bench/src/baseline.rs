@@ -68,7 +68,7 @@ fn consumer(brokers: &str) -> Result<StreamConsumer> {
         .create()?)
 }
 
-/// Every message of `topic` up to the offsets in `ends` (taken from produce results: Tansu's
+/// Every message of `topic` up to the offsets in `ends` (taken from produce results, as a Tansu broker's
 /// ListOffsets can report a partition's end too low), as (key, payload).
 pub async fn read_back(
     brokers: &str,

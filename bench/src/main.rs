@@ -1,5 +1,5 @@
 //! The benchmark harness (`bench/run`; not part of `tests/run`). It starts its own stack the way the
-//! integration tests do — a Tansu broker on a free port, a fresh PostgreSQL database — with the
+//! integration tests do — a broker (hie-log) on a free port, a fresh PostgreSQL database — with the
 //! release binaries of ingest, projector and query-api as processes, measures each stage beside a
 //! bare baseline run on the same machine in the same run, prints a table and writes it, with the
 //! machine and the command, to docs/benchmarks.md.

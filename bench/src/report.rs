@@ -168,8 +168,8 @@ impl Report {
         }
         md.push_str("\n## What runs\n\n");
         md.push_str(
-            "The harness starts its own stack the way the integration tests do: a Tansu broker (in-memory\n\
-             storage) on a free loopback port, a fresh PostgreSQL database, and the **release** binaries of\n\
+            "The harness starts its own stack the way the integration tests do: the project's broker\n\
+             (hie-log: files, fdatasync before each acknowledgement, as `deploy/local/up` runs it) on a free loopback port, a fresh PostgreSQL database, and the **release** binaries of\n\
              ingest, projector and query-api as separate processes configured by environment, exactly as\n\
              deployed. Load comes from the harness process over loopback; everything shares the machine's\n\
              cores, so figures are for the whole pipeline on one box, not for one process alone.\n\n",
@@ -234,7 +234,8 @@ async fn machine() -> Vec<(String, String)> {
     }
     m.push((
         "broker".into(),
-        "Tansu 0.6 (in-memory storage), one process".into(),
+        "hie-log (the eventlog crate: files, fdatasync before each acknowledgement), one process"
+            .into(),
     ));
     m.push((
         "git".into(),

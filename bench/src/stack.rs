@@ -1,5 +1,5 @@
 //! The stack under test: the release binaries of the three services as real processes (so each has
-//! its own peak memory), against a Tansu broker and a fresh PostgreSQL database started the way the
+//! its own peak memory), against a broker (hie-log) and a fresh PostgreSQL database started the way the
 //! integration tests start them (`hie_tests::Broker`, `hie_tests::TestDb`).
 
 use std::fs::File;
@@ -130,15 +130,15 @@ pub fn own_peak_kib() -> Option<u64> {
     peak_kib_of(std::process::id())
 }
 
-/// The pid of the Tansu broker listening on `port` (found by its command line).
-pub fn tansu_pid(port: u16) -> Option<u32> {
+/// The pid of the broker (hie-log) listening on `port` (found by its command line).
+pub fn broker_pid(port: u16) -> Option<u32> {
     let needle = format!("tcp://127.0.0.1:{port}");
     std::fs::read_dir("/proc").ok()?.find_map(|e| {
         let e = e.ok()?;
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline);
-        (cmdline.contains("tansu") && cmdline.contains(&needle)).then_some(pid)
+        (cmdline.contains("hie-log") && cmdline.contains(&needle)).then_some(pid)
     })
 }
 

@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 /// What the broker is asked to be, from flags or the environment; printed at start.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "hie-log", about = "The local stack's event log (a Kafka-protocol broker)")]
+#[command(
+    name = "hie-log",
+    about = "The local stack's event log (a Kafka-protocol broker)"
+)]
 pub struct Config {
     /// Where to listen (loopback unless you mean it).
     #[arg(long, env = "HIE_LOG_ADDR", default_value = "127.0.0.1:9092")]

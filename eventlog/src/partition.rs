@@ -368,7 +368,11 @@ mod tests {
         p.sync_to(b.end).await.unwrap();
         let bytes = p.read(4, 1 << 20).unwrap();
         let parts = batch::split(&bytes).unwrap();
-        assert_eq!(parts.len(), 1, "the batch holding offset 4, and what follows");
+        assert_eq!(
+            parts.len(),
+            1,
+            "the batch holding offset 4, and what follows"
+        );
         assert_eq!(parts[0].0.base_offset, 3);
         drop(p);
         let p = Partition::open(&path, notify()).unwrap();

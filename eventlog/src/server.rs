@@ -286,7 +286,11 @@ impl Broker {
         req: ProduceRequest,
     ) -> (i16, Pin<Box<dyn Future<Output = ProduceResponse> + Send>>) {
         let acks = req.acks;
-        if req.transactional_id.is_some() {
+        if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+        {
             let mut resp = ProduceResponse::default();
             for t in req.topic_data {
                 let mut tr = produce_response::TopicProduceResponse::default();
@@ -323,9 +327,9 @@ impl Broker {
                             }
                             Ok(parts) if parts.is_empty() => pr.error_code = code::INVALID_REQUEST,
                             Ok(parts)
-                                if parts
-                                    .iter()
-                                    .any(|(h, _)| h.total_len() > self.settings.max_message_bytes) =>
+                                if parts.iter().any(|(h, _)| {
+                                    h.total_len() > self.settings.max_message_bytes
+                                }) =>
                             {
                                 pr.error_code = code::MESSAGE_TOO_LARGE;
                             }
@@ -346,8 +350,7 @@ impl Broker {
                                     Err(e) => {
                                         tracing::error!(topic = %name, partition = p.index, error = %e, "append failed");
                                         pr.error_code = code::KAFKA_STORAGE_ERROR;
-                                    }
-                                    // Already checked by `split`.
+                                    } // Already checked by `split`.
                                 }
                             }
                         }
@@ -564,7 +567,11 @@ impl Broker {
     /// librdkafka does after a timed-out request) gets the next epoch of the same id.
     fn init_producer_id(&self, req: InitProducerIdRequest) -> InitProducerIdResponse {
         let mut resp = InitProducerIdResponse::default();
-        if req.transactional_id.is_some() {
+        if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+        {
             resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
             resp.producer_id = (-1).into();
             resp.producer_epoch = -1;
@@ -602,7 +609,11 @@ impl Broker {
             let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
             for p in t.partitions {
                 offsets.insert(
-                    (group.clone(), t.name.0.as_str().to_string(), p.partition_index),
+                    (
+                        group.clone(),
+                        t.name.0.as_str().to_string(),
+                        p.partition_index,
+                    ),
                     p.committed_offset,
                 );
                 let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
@@ -643,7 +654,12 @@ fn ready(frame: BytesMut) -> Reply {
 }
 
 /// Size, response header, body.
-fn frame<M: Encodable>(correlation_id: i32, header_version: i16, body: &M, version: i16) -> BytesMut {
+fn frame<M: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> BytesMut {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let mut out = BytesMut::new();

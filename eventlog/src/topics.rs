@@ -151,7 +151,10 @@ impl Topics {
         for p in 0..partitions {
             std::fs::File::create(aside.join(format!("{p}.log")))?.sync_all()?;
         }
-        write_synced(&aside.join("topic.json"), &serde_json::to_vec_pretty(&meta)?)?;
+        write_synced(
+            &aside.join("topic.json"),
+            &serde_json::to_vec_pretty(&meta)?,
+        )?;
         let target = self.dir.join(name);
         std::fs::rename(&aside, &target)?;
         sync_dir(&self.dir)?;

@@ -47,16 +47,17 @@ pub fn synthea_patient_bundles() -> Vec<std::path::PathBuf> {
 /// A built binary of the workspace (`tests/run` builds them before the tests).
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (tests/run does)",
-        path.display()
-    );
+    // A test runs from target/<profile>/deps, a binary such as the bench from target/<profile>.
+    let dir = exe.parent().expect("target/<profile>");
+    let path = [dir.join(name), dir.parent().unwrap_or(dir).join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing beside {}: run `cargo build --bins` first (tests/run does)",
+                dir.display()
+            )
+        });
     path
 }
 

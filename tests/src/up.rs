@@ -195,8 +195,9 @@ impl LocalStack {
     }
 
     /// What `up` chose for the broker's storage (`$HIE_DATA_DIR/broker-storage`).
-    pub fn broker_storage(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("broker-storage")).unwrap_or_default()
+    /// The broker and where its log is, for the figures.
+    pub fn broker(&self) -> String {
+        format!("hie-log, log in {}", self.data_dir.join("log").display())
     }
 }
 

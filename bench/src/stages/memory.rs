@@ -52,9 +52,9 @@ pub async fn run(b: &mut Bench, r: &mut Report) -> Result<()> {
             "",
         ));
     }
-    if let Some(kib) = stack::tansu_pid(b.broker.port).and_then(stack::peak_kib_of) {
+    if let Some(kib) = stack::broker_pid(b.broker.port).and_then(stack::peak_kib_of) {
         r.note(format!(
-            "Tansu broker (in-memory storage) peak memory: {:.0} MiB.",
+            "Broker (hie-log) peak memory: {:.0} MiB.",
             mib(kib)
         ));
     }

@@ -101,14 +101,14 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// Starts Tansu, a fresh database and the release binaries; registers the source and the
+    /// Starts the broker (hie-log), a fresh database and the release binaries; registers the source and the
     /// reader's account.
     pub async fn start(sizes: &Sizes) -> Result<Bench> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(128)
             .timeout(Duration::from_secs(30))
             .build()?;
-        say("starting Tansu, a fresh database and the release binaries");
+        say("starting the broker (hie-log), a fresh database and the release binaries");
         let broker = hie_tests::Broker::start();
         let brokers = broker.address();
         let db = hie_tests::TestDb::create().await;

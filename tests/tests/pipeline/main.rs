@@ -1,4 +1,4 @@
-//! End-to-end tests of the pipeline through its public HTTP APIs, against a real Tansu broker and
+//! End-to-end tests of the pipeline through its public HTTP APIs, against a real broker (hie-log) and
 //! a real PostgreSQL. One binary, one module per concern.
 
 mod audit;
@@ -8,6 +8,7 @@ mod consent;
 mod dead_letters;
 mod drop_folder;
 mod ehr_smart;
+mod event_log;
 mod fhir_api;
 mod hl7_mllp;
 mod hostile_input;
