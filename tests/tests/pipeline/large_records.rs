@@ -212,7 +212,8 @@ async fn a_claim_check_whose_blob_is_missing_is_set_aside_and_the_partition_move
     let id = app.patient_id(AA, "D4", Some(&pos)).await;
 
     // An event naming a blob the store does not hold (lost, or never written).
-    let absent = b"{\"resourceType\":\"DocumentReference\"}";
+    let absent =
+        br#"{"resourceType":"DocumentReference","id":"orphan","status":"current","content":[]}"#;
     let orphan = RecordReceived {
         event_id: uuid::Uuid::new_v4().to_string(),
         source_id: "docs".into(),
@@ -286,6 +287,43 @@ async fn a_claim_check_whose_blob_is_missing_is_set_aside_and_the_partition_move
         "{error}"
     );
     assert_eq!(rows[0].get::<_, String>(2), "open");
+
+    // Once the blob is restored, an operator's re-apply brings the record into the views.
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO blobs (sha256, size, bytes) VALUES ($1, $2, $3)",
+            &[
+                &platform::blobs::address(absent),
+                &(absent.len() as i64),
+                &absent.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(hie_tests::workspace_binary("hiectl"))
+        .args(["quarantine", "reapply", "--all", "--by", "ops"])
+        .env("DATABASE_URL", app.db.url())
+        .env("KAFKA_BROKERS", app.broker.address())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = app
+        .get(
+            &format!("/v1/patients/{id}/records?type=DocumentReference"),
+            &token,
+            None,
+        )
+        .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["records"][0]["id"], "orphan", "{body}");
 }
 
 /// Polls the views until `sql` (one row, one bigint) answers, or 20 s pass.
