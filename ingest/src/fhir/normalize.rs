@@ -494,6 +494,36 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_over_the_resource_limit_is_refused_alone_as_a_413() {
+        let big = format!(
+            r#"{{"resourceType":"Binary","id":"b","data":"{}"}}"#,
+            "A".repeat(schemas::topics::MAX_RESOURCE_BYTES)
+        );
+        let small = r#"{"resourceType":"Organization","id":"o"}"#;
+        let n = normalize(
+            parse_ndjson(format!("{small}\n{big}").as_bytes())
+                .unwrap()
+                .entries,
+            &ctx(),
+        );
+        assert_eq!(n.records.len(), 1);
+        let r = &n.rejections[0];
+        assert!(
+            r.too_large && r.raw.is_empty(),
+            "dead-lettered without content"
+        );
+        assert_eq!(
+            r.result(),
+            serde_json::json!({"index": 1, "error": r.error, "status": 413})
+        );
+        let other = Rejection {
+            too_large: false,
+            ..r.clone()
+        };
+        assert!(other.result().get("status").is_none());
+    }
+
+    #[test]
     fn bundle_references_resolve_to_the_patient() {
         let body = br#"{"resourceType":"Bundle","type":"batch","entry":[
           {"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"1.2.3","value":"MRN9"}]}},
