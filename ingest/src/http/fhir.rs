@@ -85,11 +85,7 @@ pub async fn post_fhir(
         message_id: &message_id,
         received_at,
     };
-    let rejected_json: Vec<Value> = normalized
-        .rejections
-        .iter()
-        .map(|r| json!({"index": r.index, "error": r.error}))
-        .collect();
+    let rejected_json: Vec<Value> = normalized.rejections.iter().map(|r| r.result()).collect();
 
     if parsed.kind == BundleKind::Transaction && !normalized.rejections.is_empty() {
         intake::publish(&state.publisher, &from, Vec::new(), &normalized.rejections).await?;
