@@ -245,7 +245,14 @@ impl Batch<'_> {
         let records = std::mem::take(&mut self.records);
         let accepted = records.len();
         let rejections = std::mem::take(&mut self.rejections);
-        self.df.publisher.admit()?;
+        // A file waits while the views are behind (no one is waiting on its answer); it is not
+        // refused, which would leave it in processing/ until the next start.
+        while self.df.publisher.admit().is_err() {
+            if *self.shutdown.borrow() {
+                return Err(FileError::Interrupted);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         let position = intake::publish(&self.df.publisher, &from, records, &rejections).await?;
         let counts = &mut self.receipt_counts;
         counts.accepted += accepted;
