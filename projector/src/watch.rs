@@ -58,21 +58,22 @@ pub fn judge_last(next: i64, seen: &At) -> Option<&'static str> {
 
 /// A Kafka client of the watch's own. Its calls block: run them on a blocking thread.
 pub struct Probe {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<platform::kafka::PartitionEofIsNoError>,
 }
 
 impl Probe {
     pub fn new(brokers: &str) -> Result<Probe, KafkaError> {
-        let consumer: BaseConsumer = platform::kafka::client_config(brokers)
-            .set(
-                "group.id",
-                format!("hie-projector-watch-{}", uuid::Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            // The end of a partition is an answer here, not an error.
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error")
-            .create()?;
+        let consumer: BaseConsumer<platform::kafka::PartitionEofIsNoError> =
+            platform::kafka::client_config(brokers)
+                .set(
+                    "group.id",
+                    format!("hie-projector-watch-{}", uuid::Uuid::new_v4()),
+                )
+                .set("enable.auto.commit", "false")
+                // The end of a partition is an answer here, not an error.
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "error")
+                .create_with_context(platform::kafka::PartitionEofIsNoError)?;
         Ok(Probe { consumer })
     }
 
@@ -239,8 +240,9 @@ async fn verify(
                 let end = (next > 0 || !at_start)
                     .then(|| probe.end(&topic, partition))
                     .flatten();
-                // While running, only partitions whose end was seen below `next` are checked
-                // here, so the last record applied is looked for whatever ListOffsets says now.
+                // While running (the partitions whose end was seen below `next`, and every one
+                // once a minute), the last record applied is looked for whatever ListOffsets says:
+                // it may report too low an end.
                 let below = next > 0 && (!at_start || end.is_none_or(|end| end < next));
                 if below {
                     let seen = probe.record_at(&topic, partition, Offset::Offset(next - 1));

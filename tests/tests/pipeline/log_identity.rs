@@ -537,3 +537,60 @@ async fn a_partition_whose_events_wait_is_named_and_its_lag_shown() {
     }
     projector.stop().await;
 }
+
+/// Views built before `log_identity` existed (offsets stored, no first records): the projector
+/// adopts the log's earliest records at its first start, stays healthy and goes on applying; the
+/// records it adopted are the ones a fresh build records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_from_before_log_identity_adopt_the_log_they_were_built_from() {
+    let app = TestApp::spawn_with(Services {
+        projector_in_process: false,
+        ..Default::default()
+    })
+    .await;
+    let brokers = app.broker.address();
+    let db = app.db.client().await;
+    let key = app.register_source("old", "org-o", AA).await;
+    let first = Projector::start(&brokers, &app.db.url(), false).await;
+    app.post_bundle_ok("old", &key, &crate::bundle(AA, "V1", "v1", &[]))
+        .await;
+    caught_up(&db, &brokers).await;
+    first.stop().await;
+    let recorded = fingerprints(&db).await;
+    assert!(!recorded.is_empty());
+    // As before V6: offsets and views, no record of the log.
+    db.batch_execute("DELETE FROM log_identity; DELETE FROM log_cluster")
+        .await
+        .unwrap();
+
+    let again = Projector::start(&brokers, &app.db.url(), false).await;
+    again
+        .healthz_when(Duration::from_secs(30), |s, _| s == StatusCode::OK)
+        .await;
+    assert_eq!(fingerprints(&db).await, recorded);
+    let clusters: i64 = db
+        .query_one("SELECT count(*) FROM log_cluster", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clusters, 1);
+    let pos = app
+        .post_bundle_ok("old", &key, &crate::bundle(AA, "V2", "v2", &[]))
+        .await;
+    app.patient_id(AA, "V2", Some(&pos)).await;
+    again.stop().await;
+}
+
+type FirstRecords = Vec<(String, i32, i64, Vec<u8>)>;
+
+async fn fingerprints(db: &tokio_postgres::Client) -> FirstRecords {
+    db.query(
+        "SELECT topic, partition, first_offset, first_fingerprint FROM log_identity ORDER BY 1, 2",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
