@@ -330,8 +330,13 @@ pub async fn run(
                     "partition stalled: offset {} has waited to be applied longer than the stall limit",
                     p.next
                 ),
-                Seen::BehindNext => suspects.push(((topic.clone(), *partition), p.next)),
-                Seen::Fine | Seen::StillStalled => {}
+                Seen::BehindNext | Seen::Fine | Seen::StillStalled => {}
+            }
+            // ListOffsets below the next offset is reason enough to look (not to refuse): a
+            // fetch's high watermark kept from before a topic was replaced would hide it, and
+            // the look reads the last record applied, whatever either end says.
+            if seen == Seen::BehindNext || listed.is_some_and(|end| end < p.next) {
+                suspects.push(((topic.clone(), *partition), p.next));
             }
         }
         let due = now.duration_since(last_verified) >= VERIFY_EVERY;
