@@ -157,8 +157,15 @@ pub const FETCH_WAIT_MS: u64 = 10;
 
 /// A projector process; `matcher` says whether it may run the MPI's matcher (a projector
 /// rebuilding views into another database must not: leadership is per database, and the live
-/// one already decides).
-pub fn projector(name: &str, brokers: &str, database_url: &str, matcher: bool) -> Result<Proc> {
+/// one already decides). Claim-checked resources are read from `blob_store`'s database (the
+/// live one's, also for a rebuild elsewhere).
+pub fn projector(
+    name: &str,
+    brokers: &str,
+    database_url: &str,
+    blob_store: &str,
+    matcher: bool,
+) -> Result<Proc> {
     let addr = local_addr();
     Proc::spawn(
         name,
@@ -167,6 +174,7 @@ pub fn projector(name: &str, brokers: &str, database_url: &str, matcher: bool) -
         &[
             ("KAFKA_BROKERS", brokers.to_string()),
             ("DATABASE_URL", database_url.to_string()),
+            ("HIE_BLOB_STORE", blob_store.to_string()),
             ("PROJECTOR_HTTP_ADDR", addr.clone()),
             ("PROJECTOR_INSTANCE", "0/1".into()),
             ("PROJECTOR_GROUP_ID", format!("bench-{name}")),
@@ -190,6 +198,8 @@ impl Services {
             &ingest_addr,
             &[
                 ("KAFKA_BROKERS", brokers.to_string()),
+                // The blob store of the claim-check path: the bench's database.
+                ("DATABASE_URL", database_url.to_string()),
                 ("HIE_JWT_SECRET", secret.to_string()),
                 ("INGEST_HTTP_ADDR", ingest_addr.clone()),
                 ("HIE_BOOTSTRAP_ADMIN", crate::load::ADMIN_SUB.to_string()),
@@ -197,7 +207,7 @@ impl Services {
                 ("INGEST_MLLP_ADDR", "off".into()),
             ],
         )?;
-        let mut projector = projector("projector", brokers, database_url, true)?;
+        let mut projector = projector("projector", brokers, database_url, database_url, true)?;
         // The query API needs the views, which the projector creates when it starts.
         ingest.wait_healthy(http, Duration::from_secs(60)).await?;
         projector

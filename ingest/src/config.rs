@@ -36,7 +36,16 @@ pub struct Config {
     /// `hie-projector`) is more than this many events behind on `hie.records`.
     pub max_views_lag: i64,
     pub views_group: String,
+    /// Where resources too large for an event are kept before it is published (`HIE_BLOB_STORE`,
+    /// else the database at `DATABASE_URL`): the claim-check path, `platform::blobs`.
+    pub blob_store: platform::blobs::BlobLocation,
+    /// A resource whose JSON is larger than this travels as a claim check
+    /// (`INGEST_CLAIM_CHECK_BYTES`, 262144): kept in the blob store, named in its event by SHA-256.
+    pub claim_check_bytes: usize,
 }
+
+/// The database the blob store defaults to, as the projector's `DATABASE_URL` defaults.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hie";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -72,6 +81,9 @@ struct Env {
     ingest_http_max_concurrent_requests: usize,
     ingest_max_views_lag: i64,
     ingest_views_group: String,
+    database_url: String,
+    hie_blob_store: Option<String>,
+    ingest_claim_check_bytes: usize,
 }
 
 impl Default for Env {
@@ -94,6 +106,9 @@ impl Default for Env {
             ingest_http_max_concurrent_requests: limits.http_max_concurrent_requests,
             ingest_max_views_lag: 20_000,
             ingest_views_group: "hie-projector".into(),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            hie_blob_store: None,
+            ingest_claim_check_bytes: 256 * 1024,
         }
     }
 }
@@ -154,6 +169,14 @@ impl Config {
             limits,
             max_views_lag: env.ingest_max_views_lag.max(0),
             views_group: env.ingest_views_group,
+            blob_store: platform::blobs::BlobLocation::parse(
+                env.hie_blob_store.as_deref(),
+                &env.database_url,
+            )?,
+            claim_check_bytes: at_least_one(
+                "INGEST_CLAIM_CHECK_BYTES",
+                env.ingest_claim_check_bytes,
+            )?,
         })
     }
 }

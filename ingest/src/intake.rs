@@ -1,6 +1,8 @@
 //! The one way records enter the log, whatever the channel (HTTP, MLLP, drop folder): normalized
 //! records become `RecordReceived` events, rejections become `RecordRejected` dead letters, and
-//! both are published and acknowledged by the broker before the caller answers its sender.
+//! both are published and acknowledged by the broker before the caller answers its sender. A
+//! resource over `INGEST_CLAIM_CHECK_BYTES` is kept in the blob store first, and its event carries
+//! the claim check (`Publisher::claim_check`).
 
 use schemas::{topics, PatientMerged, Position, RecordReceived, RecordRejected, SourceRegistered};
 
@@ -36,6 +38,8 @@ impl Provenance<'_> {
             // `.to_string()` calls) goes through a `fmt::Formatter` write by write: twice the work
             // for the same bytes, and this runs once per record.
             resource_json: serde_json::to_string(&r.resource).expect("a JSON value serializes"),
+            // Set by `Publisher::claim_check` when the resource is too large to travel inline.
+            resource_blob: None,
         };
         (event.key(), event)
     }
@@ -99,7 +103,9 @@ pub async fn publish(
     records: Vec<Record>,
     rejections: &[Rejection],
 ) -> Result<Position, PublishError> {
-    let records: Vec<_> = records.into_iter().map(|r| from.record_event(r)).collect();
+    let mut records: Vec<_> = records.into_iter().map(|r| from.record_event(r)).collect();
+    // Large resources are durable in the blob store before any event names them.
+    publisher.claim_check(&mut records).await?;
     let dead_letters: Vec<_> = rejections.iter().map(|r| from.dead_letter(r)).collect();
     let (position, _) = tokio::try_join!(
         publisher.publish_all(topics::RECORDS.name, &records),

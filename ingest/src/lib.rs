@@ -32,6 +32,8 @@ pub enum StartError {
     Jwt(#[from] platform::auth::AuthError),
     #[error(transparent)]
     Tls(#[from] platform::tls::TlsError),
+    #[error(transparent)]
+    Blobs(#[from] platform::blobs::BlobError),
 }
 
 /// Run ingest on `listener` (HTTP) and on `config.mllp_addr` until `shutdown` resolves.
@@ -77,7 +79,11 @@ pub async fn run_with(
         schemas::topics::RECORDS.name,
         config.max_views_lag,
     );
-    let publisher = publish::Publisher::new(producer, admission);
+    let claim_check = publish::ClaimCheck {
+        store: config.blob_store.open()?,
+        threshold: config.claim_check_bytes,
+    };
+    let publisher = publish::Publisher::new(producer, claim_check, admission);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     if let Some(mllp) = mllp {

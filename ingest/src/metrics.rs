@@ -83,3 +83,28 @@ pub fn mllp_connection_closed() {
 pub fn mllp_refused(refusal: Refusal) {
     MLLP_REFUSALS.with_label_values(&[refusal.label()]).inc();
 }
+
+static CLAIM_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "hie_ingest_claim_checks_total",
+        "Resources over INGEST_CLAIM_CHECK_BYTES sent through the blob store: stored, or already there (same content)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+static CLAIM_CHECK_BYTES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "hie_ingest_claim_check_bytes_total",
+        "Bytes of resource JSON newly kept in the blob store"
+    )
+    .expect("metric registers once")
+});
+
+pub fn claim_checked(bytes: usize, stored: bool) {
+    let outcome = if stored { "stored" } else { "already_stored" };
+    CLAIM_CHECKS.with_label_values(&[outcome]).inc();
+    if stored {
+        CLAIM_CHECK_BYTES.inc_by(bytes as u64);
+    }
+}

@@ -277,6 +277,9 @@ pub enum PublishError {
     /// Not tried: the views are too far behind the log to take more (ingest's admission).
     #[error("the views are {lag} events behind the log (limit {limit}): retry later")]
     Overloaded { lag: i64, limit: i64 },
+    /// A claim-checked resource could not be made durable in the blob store before its event.
+    #[error(transparent)]
+    Blob(#[from] crate::blobs::BlobError),
 }
 
 /// Encode `event` and publish it; returns once the broker has made it durable, with where. The

@@ -1,8 +1,10 @@
 //! Plumbing the three services share: caller identity (JWTs and roles), Kafka client setup and
-//! topic creation, HTTP error bodies, `/metrics`, logging, and secrets that never print.
+//! topic creation, HTTP error bodies, `/metrics`, logging, the blob store of the claim-check path,
+//! and secrets that never print.
 
 pub mod accounts;
 pub mod auth;
+pub mod blobs;
 pub mod broker_watch;
 pub mod clients;
 pub mod config;

@@ -24,6 +24,10 @@ pub struct Config {
     /// Whether this projector runs the master patient index's matcher (`matching`); with several
     /// instances, one decides at a time whatever this says.
     pub matcher: bool,
+    /// Where claim-checked resources are read from (`HIE_BLOB_STORE`, else the database at
+    /// `DATABASE_URL`): the store ingest keeps them in. A rebuild into another database points it
+    /// at the live store.
+    pub blob_store: platform::blobs::BlobLocation,
 }
 
 impl std::fmt::Debug for Config {
@@ -42,6 +46,7 @@ impl std::fmt::Debug for Config {
             .field("fetch_wait", &self.fetch_wait)
             .field("stall", &self.stall)
             .field("matcher", &self.matcher)
+            .field("blob_store", &self.blob_store)
             .finish()
     }
 }
@@ -62,6 +67,7 @@ struct Env {
     projector_fetch_wait_ms: u64,
     projector_stall_seconds: u64,
     projector_matcher: bool,
+    hie_blob_store: Option<String>,
 }
 
 impl Default for Env {
@@ -77,6 +83,7 @@ impl Default for Env {
             projector_fetch_wait_ms: 10,
             projector_stall_seconds: 30,
             projector_matcher: true,
+            hie_blob_store: None,
         }
     }
 }
@@ -85,7 +92,10 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         use platform::config::{addr, at_least_one};
         let env: Env = platform::config::from_env()?;
+        let blob_store =
+            platform::blobs::BlobLocation::parse(env.hie_blob_store.as_deref(), &env.database_url)?;
         Ok(Config {
+            blob_store,
             http_addr: addr("PROJECTOR_HTTP_ADDR", &env.projector_http_addr)?,
             kafka_brokers: env.kafka_brokers,
             database_url: env.database_url,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use platform::blobs::BlobStore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::topics;
@@ -73,6 +74,7 @@ fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, StartE
 pub async fn run(
     config: Config,
     pool: Pool,
+    blobs: Arc<dyn BlobStore>,
     consumer: Arc<StreamConsumer>,
     health: Health,
     shutdown: impl Future<Output = ()>,
@@ -122,7 +124,7 @@ pub async fn run(
             continue;
         }
         let spans = traces.spans();
-        apply_with_retry(&pool, &consumer, &batch, &traces).await;
+        apply_with_retry(&pool, &*blobs, &consumer, &batch, &traces).await;
         let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
         for e in &batch {
             let slot = next.entry((e.topic.as_str(), e.partition)).or_default();
@@ -260,6 +262,7 @@ fn envelope(m: &rdkafka::message::BorrowedMessage<'_>) -> Envelope {
 /// A batch is never skipped: a database that is down is waited for.
 async fn apply_with_retry(
     pool: &Pool,
+    blobs: &dyn BlobStore,
     consumer: &StreamConsumer,
     batch: &[Envelope],
     traces: &Traces,
@@ -267,7 +270,7 @@ async fn apply_with_retry(
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store::apply_batch(pool, batch).await {
+        match store::apply_batch(pool, blobs, batch).await {
             Ok(applied) => {
                 crate::metrics::batch(&applied, batch.len(), started.elapsed());
                 tracing::info!(

@@ -1,6 +1,7 @@
 //! Projector: consumes the event log in a consumer group and keeps the per-patient views in
 //! PostgreSQL, each batch and its offsets in one transaction.
 
+mod claim_check;
 pub mod config;
 mod consume;
 mod demographics;
@@ -30,6 +31,8 @@ pub enum StartError {
     NoPartitions(String),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Blobs(#[from] platform::blobs::BlobError),
 }
 
 pub fn pool(database_url: &str) -> Result<deadpool_postgres::Pool, StartError> {
@@ -43,6 +46,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let pool = pool(&config.database_url)?;
+    let blobs = config.blob_store.open()?;
     store::migrate(&pool).await?;
     platform::kafka::ensure_topics(&config.kafka_brokers, &schemas::topics::ALL).await?;
     let (consumer, tracked) = consume::consumer(&config, &pool).await?;
@@ -54,9 +58,14 @@ pub async fn run(
     // the later it starts, the more Patients of several partitions it finds waiting, whose
     // arrival order it cannot tell. Stopped again when the log is refused.
     let (matcher_stop, matcher_stopped) = tokio::sync::watch::channel(false);
-    let matcher = config
-        .matcher
-        .then(|| tokio::spawn(matching::run(config.clone(), pool.clone(), matcher_stopped)));
+    let matcher = config.matcher.then(|| {
+        tokio::spawn(matching::run(
+            config.clone(),
+            pool.clone(),
+            blobs.clone(),
+            matcher_stopped,
+        ))
+    });
     let probe = std::sync::Arc::new(watch::Probe::new(&config.kafka_brokers)?);
     // Before anything is applied: is the log the one the views were built from?
     let own_log = watch::check_at_start(&pool, &probe, &health).await?;
@@ -79,7 +88,7 @@ pub async fn run(
     ));
     tracing::info!(own_log, "projector running");
     let mut loop_stop = stop_rx;
-    let consuming = consume::run(config, pool, consumer, health, async move {
+    let consuming = consume::run(config, pool, blobs, consumer, health, async move {
         let _ = loop_stop.changed().await;
     });
     tokio::pin!(consuming);

@@ -48,6 +48,8 @@ pub enum MatchingError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Blobs(#[from] platform::blobs::BlobError),
     #[error("decoding {topic} offset {offset}: {error}")]
     Decode {
         topic: &'static str,
@@ -57,10 +59,15 @@ pub enum MatchingError {
 }
 
 /// Runs until `stop` turns true; after an error it starts over (replaying `hie.identity`).
-pub async fn run(config: Config, pool: Pool, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    config: Config,
+    pool: Pool,
+    blobs: std::sync::Arc<dyn platform::blobs::BlobStore>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let outcome = tokio::select! {
-            r = run_once(&config, &pool) => r,
+            r = run_once(&config, &pool, &*blobs) => r,
             _ = stop.changed() => return,
         };
         if let Err(e) = outcome {
@@ -73,7 +80,11 @@ pub async fn run(config: Config, pool: Pool, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn run_once(config: &Config, pool: &Pool) -> Result<(), MatchingError> {
+async fn run_once(
+    config: &Config,
+    pool: &Pool,
+    blobs: &dyn platform::blobs::BlobStore,
+) -> Result<(), MatchingError> {
     // Leadership: held as long as this connection (kept in scope) lives. Taken out of the pool,
     // so a matcher stopped (shutdown, or its projector refusing the log) closes the session and
     // the lock with it, instead of leaving it held by a pooled connection.
@@ -180,12 +191,18 @@ async fn run_once(config: &Config, pool: &Pool) -> Result<(), MatchingError> {
                     offset: msg.offset(),
                     error: e.to_string(),
                 })?;
-                let (Some(identity), "Patient") = (r.patient, r.resource_type.as_str()) else {
+                let (Some(identity), "Patient") = (r.patient.clone(), r.resource_type.as_str()) else {
                     continue;
                 };
-                // A resource the views cannot parse is the projector's quarantine's business;
-                // the matcher skips it.
-                let Ok(resource) = serde_json::from_str::<serde_json::Value>(&r.resource_json) else {
+                // A resource the views cannot parse (or whose claim check names no blob) is the
+                // projector's quarantine's business; the matcher skips it. A blob store that
+                // cannot be asked is waited for: the matcher starts over.
+                let json = match crate::claim_check::resource_json(&r, blobs).await {
+                    Ok(json) => json,
+                    Err(crate::claim_check::Unresolved::Missing(_)) => continue,
+                    Err(crate::claim_check::Unresolved::Store(e)) => return Err(e.into()),
+                };
+                let Ok(resource) = serde_json::from_str::<serde_json::Value>(&json) else {
                     continue;
                 };
                 let features = Features::from_patient(&resource);

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Pool, Transaction};
+use platform::blobs::BlobStore;
 use schemas::{
     topics, AccessRecorded, BreakGlassRecorded, ConsentRecorded, DeadLetterResubmitted,
     IdentityAction, IdentityDecided, PatientIdentity, PatientMerged, QuarantineReapplyRequested,
@@ -31,6 +32,9 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("migrations: {0}")]
     Migrate(String),
+    /// The blob store of claim-checked resources could not be asked: retried like the database.
+    #[error(transparent)]
+    Blobs(#[from] platform::blobs::BlobError),
 }
 
 /// What a batch changed, for metrics and logs.
@@ -179,15 +183,22 @@ fn at(micros: i64) -> SystemTime {
 /// set aside in `quarantine` and the offsets move past it in the same transaction: one bad record
 /// never stops the views. The batch is first applied whole (fast); only when PostgreSQL refuses
 /// something in it is it applied again event by event, each in a savepoint, to find the culprit.
-pub async fn apply_batch(pool: &Pool, batch: &[Envelope]) -> Result<Applied, StoreError> {
-    match apply(pool, batch, Isolation::Batch).await {
+///
+/// A claim-checked record (`RecordReceived::resource_blob`) is applied with its resource read
+/// from `blobs`; one whose blob is not there is set aside like any event that cannot be applied.
+pub async fn apply_batch(
+    pool: &Pool,
+    blobs: &dyn BlobStore,
+    batch: &[Envelope],
+) -> Result<Applied, StoreError> {
+    match apply(pool, blobs, batch, Isolation::Batch).await {
         Err(StoreError::Postgres(e)) if is_event_fault(&e) => {
             tracing::warn!(
                 sqlstate = sqlstate(&e),
                 events = batch.len(),
                 "PostgreSQL refused an event; applying the batch event by event"
             );
-            apply(pool, batch, Isolation::PerEvent).await
+            apply(pool, blobs, batch, Isolation::PerEvent).await
         }
         other => other,
     }
@@ -219,6 +230,8 @@ fn sqlstate(e: &tokio_postgres::Error) -> &str {
 fn fault_text(e: &EventError) -> String {
     match e {
         EventError::Decode(msg) => format!("undecodable: {msg}"),
+        EventError::Unresolved(msg) => format!("unresolved: {msg}"),
+        EventError::Blobs(e) => e.to_string(),
         EventError::Db(db) => match db.as_db_error() {
             Some(d) => format!("postgres {}: {}", d.code().code(), d.message()),
             None => format!("postgres: {db}"),
@@ -228,6 +241,7 @@ fn fault_text(e: &EventError) -> String {
 
 async fn apply(
     pool: &Pool,
+    blobs: &dyn BlobStore,
     batch: &[Envelope],
     isolation: Isolation,
 ) -> Result<Applied, StoreError> {
@@ -268,7 +282,7 @@ async fn apply(
     }
 
     let mut applied = Applied::default();
-    let mut state = BatchState::default();
+    let mut state = BatchState::new(blobs);
     for e in batch {
         let slot = next
             .get_mut(&(e.topic.clone(), e.partition))
@@ -292,6 +306,7 @@ async fn apply(
             Err(EventError::Db(err)) if isolation == Isolation::Batch || !is_event_fault(&err) => {
                 return Err(err.into())
             }
+            Err(EventError::Blobs(err)) => return Err(err.into()),
             Err(fault) => {
                 applied.quarantined += 1;
                 quarantine(&tx, e, &fault).await?;
@@ -325,25 +340,51 @@ async fn apply(
 }
 
 /// What one batch carries from event to event.
-#[derive(Default)]
-struct BatchState {
+struct BatchState<'b> {
     known_patients: KnownPatients,
     /// Latest `received_at` per source, for the directory's `last_received_at`.
     last_received: HashMap<String, i64>,
     /// Record writes not yet sent (see `flush`).
     queued: Vec<Upsert>,
+    /// Where claim-checked resources are read from.
+    blobs: &'b dyn BlobStore,
+    /// Bytes of claim-checked resources among `queued`: past `QUEUED_BLOB_BYTES` they are
+    /// written at once, so a batch of events that are small on the log stays bounded in memory.
+    queued_blob_bytes: i64,
+}
+
+/// Claim-checked resource bytes a batch holds in memory before writing them (four of 16 MiB).
+const QUEUED_BLOB_BYTES: i64 = 64 * 1024 * 1024;
+
+impl<'b> BatchState<'b> {
+    fn new(blobs: &'b dyn BlobStore) -> Self {
+        BatchState {
+            known_patients: KnownPatients::default(),
+            last_received: HashMap::new(),
+            queued: Vec::new(),
+            blobs,
+            queued_blob_bytes: 0,
+        }
+    }
+
+    /// Writes the queued records (`flush`).
+    async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        flush(tx, &mut self.queued).await?;
+        self.queued_blob_bytes = 0;
+        Ok(())
+    }
 }
 
 /// Applies one event to the views (record writes may stay queued until the next `flush`).
 async fn apply_event(
     tx: &Transaction<'_>,
     e: &Envelope,
-    state: &mut BatchState,
+    state: &mut BatchState<'_>,
     applied: &mut Applied,
 ) -> Result<(), EventError> {
     match e.topic.as_str() {
         t if t == topics::RECORDS.name && schemas::is::<PatientMerged>(&e.payload) => {
-            flush(tx, &mut state.queued).await?;
+            state.flush(tx).await?;
             apply_merge(tx, &decoded(&e.payload)?, &mut state.known_patients).await
         }
         t if t == topics::RECORDS.name => {
@@ -354,13 +395,18 @@ async fn apply_event(
                 .or_insert(r.received_at);
             *latest = (*latest).max(r.received_at);
             applied.newest_received_at = applied.newest_received_at.max(Some(r.received_at));
-            let u = Upsert::prepare(tx, r, &mut state.known_patients).await?;
+            let u = Upsert::prepare(tx, r, &mut state.known_patients, state.blobs).await?;
             if u.r.resource_type == "Patient" {
                 // A Patient's outcome decides its demographics: written at once.
-                flush(tx, &mut state.queued).await?;
+                state.flush(tx).await?;
                 u.write_patient(tx).await?;
             } else {
+                let claim_checked = u.r.resource_blob.as_ref().map_or(0, |b| b.size);
                 state.queued.push(u);
+                state.queued_blob_bytes += claim_checked;
+                if state.queued_blob_bytes > QUEUED_BLOB_BYTES {
+                    state.flush(tx).await?;
+                }
             }
             Ok(())
         }
@@ -369,7 +415,7 @@ async fn apply_event(
         }
         t if t == topics::SOURCES.name => Ok(apply_source(tx, &decoded(&e.payload)?).await?),
         t if t == topics::IDENTITY.name => {
-            flush(tx, &mut state.queued).await?;
+            state.flush(tx).await?;
             apply_identity(tx, &decoded(&e.payload)?, &mut state.known_patients).await
         }
         t if t == topics::ACCESS.name => apply_access(tx, &decoded(&e.payload)?).await,
@@ -380,9 +426,9 @@ async fn apply_event(
         t if t == topics::DEAD_LETTERS.name
             && schemas::is::<QuarantineReapplyRequested>(&e.payload) =>
         {
-            flush(tx, &mut state.queued).await?;
+            state.flush(tx).await?;
             state.known_patients.0.clear();
-            reapply(tx, &decoded(&e.payload)?).await
+            reapply(tx, &decoded(&e.payload)?, state.blobs).await
         }
         t if t == topics::DEAD_LETTERS.name => {
             Ok(apply_dead_letter(tx, &decoded(&e.payload)?).await?)
@@ -397,13 +443,13 @@ async fn apply_in_savepoint(
     tx: &Transaction<'_>,
     name: &str,
     e: &Envelope,
-    state: &mut BatchState,
+    state: &mut BatchState<'_>,
     applied: &mut Applied,
 ) -> Result<Result<(), EventError>, tokio_postgres::Error> {
     tx.batch_execute(&format!("SAVEPOINT {name}")).await?;
     let mut outcome = apply_event(tx, e, state, applied).await;
     if outcome.is_ok() {
-        outcome = flush(tx, &mut state.queued).await.map_err(EventError::Db);
+        outcome = state.flush(tx).await.map_err(EventError::Db);
     }
     if outcome.is_ok() {
         tx.batch_execute(&format!("RELEASE SAVEPOINT {name}"))
@@ -413,6 +459,7 @@ async fn apply_in_savepoint(
             .await?;
         // What the rolled-back event wrote is gone: so are the patients it resolved.
         state.queued.clear();
+        state.queued_blob_bytes = 0;
         state.known_patients.0.clear();
     }
     Ok(outcome)
@@ -477,6 +524,7 @@ async fn quarantine(
         sqlstate = match fault {
             EventError::Db(db) => sqlstate(db),
             EventError::Decode(_) => "undecodable",
+            EventError::Unresolved(_) | EventError::Blobs(_) => "claim_check_unresolved",
         },
         withholds,
         "event set aside in quarantine; the views go on"
@@ -495,7 +543,11 @@ async fn quarantine(
 /// An operator's request to apply a quarantined event again, now that its cause is fixed. The
 /// attempt runs in a savepoint: it either applies and the entry is resolved, or the entry stays
 /// open with the new error. Replaying the log repeats the same attempts in the same order.
-async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result<(), EventError> {
+async fn reapply(
+    tx: &Transaction<'_>,
+    r: &QuarantineReapplyRequested,
+    blobs: &dyn BlobStore,
+) -> Result<(), EventError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached("SELECT message_key, payload FROM quarantine WHERE topic = $1 AND partition = $2 AND \"offset\" = $3 AND status = 'open'").await?,
@@ -520,7 +572,7 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
         key: row.get(0),
         payload,
     };
-    let mut state = BatchState::default();
+    let mut state = BatchState::new(blobs);
     let mut ignored = Applied::default();
     let outcome = Box::pin(apply_in_savepoint(
         tx,
@@ -551,6 +603,7 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
             tracing::info!(topic = %r.topic, partition = r.partition, offset = r.offset, "quarantined event re-applied");
         }
         Err(EventError::Db(db)) if !is_event_fault(&db) => return Err(EventError::Db(db)),
+        Err(EventError::Blobs(e)) => return Err(EventError::Blobs(e)),
         Err(fault) => {
             tx.execute(
                 &tx.prepare_cached(
@@ -571,7 +624,23 @@ async fn reapply(tx: &Transaction<'_>, r: &QuarantineReapplyRequested) -> Result
 /// event's content PostgreSQL refuses, to be applied event by event).
 enum EventError {
     Decode(String),
+    /// A claim check whose blob is not in the store (or not the bytes it names): set aside until
+    /// the blob is restored and the event re-applied.
+    Unresolved(String),
+    /// The blob store could not be asked: retried, like the database being down.
+    Blobs(platform::blobs::BlobError),
     Db(tokio_postgres::Error),
+}
+
+impl From<crate::claim_check::Unresolved> for EventError {
+    fn from(e: crate::claim_check::Unresolved) -> Self {
+        match e {
+            crate::claim_check::Unresolved::Store(e) => EventError::Blobs(e),
+            missing @ crate::claim_check::Unresolved::Missing(_) => {
+                EventError::Unresolved(missing.to_string())
+            }
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for EventError {
@@ -645,14 +714,20 @@ impl Upsert {
         tx: &Transaction<'_>,
         r: RecordReceived,
         known_patients: &mut KnownPatients,
+        blobs: &dyn BlobStore,
     ) -> Result<Upsert, EventError> {
-        let resource: Value = serde_json::from_str(&r.resource_json)
-            .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
+        // The digest is of the resource's bytes whichever way they came: a claim-checked record
+        // and the same content sent inline are identical duplicates.
+        let (resource, digest) = {
+            let json = crate::claim_check::resource_json(&r, blobs).await?;
+            let resource: Value = serde_json::from_str(&json)
+                .map_err(|_| EventError::Decode("resource_json is not JSON".into()))?;
+            (resource, Sha256::digest(json.as_bytes()).to_vec())
+        };
         let patient_id = match &r.patient {
             Some(identity) => Some(known_patients.resolve(tx, identity).await?),
             None => None,
         };
-        let digest = Sha256::digest(r.resource_json.as_bytes()).to_vec();
         Ok(Upsert {
             r,
             patient_id,

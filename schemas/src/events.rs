@@ -39,9 +39,23 @@ pub struct RecordReceived {
     pub resource_id: String,
     pub version: i64,
     pub sensitivity: String,
+    /// The resource, JSON; empty when `resource_blob` names it instead.
     pub resource_json: String,
+    /// A claim check (v2): the resource JSON kept in the blob store, for resources too large to
+    /// travel in the event. `None` in every v1 event.
+    #[serde(default)]
+    pub resource_blob: Option<BlobReference>,
 }
-avro_event!(RecordReceived, "record_received", ["v1"]);
+avro_event!(RecordReceived, "record_received", ["v1", "v2"]);
+
+/// Where a claim-checked resource is: its content address in the blob store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlobReference {
+    /// Lowercase hex SHA-256 of the resource JSON's bytes.
+    pub sha256: String,
+    /// The resource JSON's length in bytes.
+    pub size: i64,
+}
 
 impl RecordReceived {
     pub fn key(&self) -> String {

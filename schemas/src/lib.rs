@@ -11,10 +11,10 @@ pub mod topics;
 pub use canonical::{fingerprint64, parsing_canonical_form};
 pub use codec::{codec_sets, decode, encode, is, CodecError, Event, SchemaSet, VersionedSchema};
 pub use events::{
-    AccessRecorded, AccountRecorded, BreakGlassRecorded, ClientRegistered, ConsentRecorded,
-    CredentialRecorded, DeadLetterResubmitted, FieldComparison, IdentityAction, IdentityDecided,
-    MatchCandidate, MatchFeatures, PatientIdentity, PatientMerged, QuarantineReapplyRequested,
-    RecordReceived, RecordRejected, SourceRegistered,
+    AccessRecorded, AccountRecorded, BlobReference, BreakGlassRecorded, ClientRegistered,
+    ConsentRecorded, CredentialRecorded, DeadLetterResubmitted, FieldComparison, IdentityAction,
+    IdentityDecided, MatchCandidate, MatchFeatures, PatientIdentity, PatientMerged,
+    QuarantineReapplyRequested, RecordReceived, RecordRejected, SourceRegistered,
 };
 pub use position::Position;
 

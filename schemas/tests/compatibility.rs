@@ -47,6 +47,7 @@ fn events_round_trip() {
         version: 1_700_000_000_000_001,
         sensitivity: "normal".into(),
         resource_json: "{\"resourceType\":\"Observation\"}".into(),
+        resource_blob: None,
     };
     let bytes = encode(&record).unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
@@ -110,4 +111,65 @@ fn event_types_sharing_a_topic_are_told_apart() {
 fn decode_refuses_foreign_bytes() {
     assert!(decode::<RecordRejected>(b"hello").is_err());
     assert!(decode::<RecordRejected>(&[0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+}
+
+/// A claim check (v2) travels as a reference; an event written with v1, before claim checks,
+/// still decodes, with none.
+#[test]
+fn record_received_v1_decodes_without_a_claim_check_and_v2_carries_one() {
+    use apache_avro::writer::datum::GenericDatumWriter;
+
+    /// `RecordReceived` as v1 wrote it: no `resource_blob`.
+    #[derive(serde::Serialize)]
+    struct V1<'a> {
+        event_id: &'a str,
+        source_id: &'a str,
+        organization_id: &'a str,
+        channel: &'a str,
+        received_at: i64,
+        message_id: &'a str,
+        patient: Option<PatientIdentity>,
+        resource_type: &'a str,
+        resource_id: &'a str,
+        version: i64,
+        sensitivity: &'a str,
+        resource_json: &'a str,
+    }
+    let v1 = &RecordReceived::schemas().released[0];
+    let body = GenericDatumWriter::builder(&v1.schema)
+        .build()
+        .unwrap()
+        .write_ser_to_vec(&V1 {
+            event_id: "e1",
+            source_id: "s1",
+            organization_id: "o1",
+            channel: "fhir_bundle",
+            received_at: 1,
+            message_id: "m1",
+            patient: None,
+            resource_type: "Observation",
+            resource_id: "o-1",
+            version: 2,
+            sensitivity: "normal",
+            resource_json: "{}",
+        })
+        .unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&v1.fingerprint.to_le_bytes());
+    bytes.extend_from_slice(&body);
+    let old = decode::<RecordReceived>(&bytes).unwrap();
+    assert_eq!(old.resource_json, "{}");
+    assert_eq!(old.resource_blob, None);
+
+    let claimed = RecordReceived {
+        resource_json: String::new(),
+        resource_blob: Some(BlobReference {
+            sha256: "ab".repeat(32),
+            size: 16 * 1024 * 1024,
+        }),
+        ..old
+    };
+    let bytes = encode(&claimed).unwrap();
+    assert!(bytes.len() < 512, "a claim-checked event stays small");
+    assert_eq!(decode::<RecordReceived>(&bytes).unwrap(), claimed);
 }

@@ -29,6 +29,7 @@ fn fastavro_decodes_every_event_type() {
                 version: 1,
                 sensitivity: "normal".into(),
                 resource_json: "{}".into(),
+                resource_blob: None,
             })
             .unwrap(),
         ),

@@ -28,6 +28,8 @@ pub struct Services {
     pub portal: query_api::portal::PortalConfig,
     /// Ingest's admission limit (`INGEST_MAX_VIEWS_LAG`): events the views may be behind.
     pub max_views_lag: i64,
+    /// Resources larger than this travel as claim checks (`INGEST_CLAIM_CHECK_BYTES`).
+    pub claim_check_bytes: usize,
 }
 
 impl Default for Services {
@@ -42,6 +44,7 @@ impl Default for Services {
                 ..Default::default()
             },
             max_views_lag: 20_000,
+            claim_check_bytes: 256 * 1024,
         }
     }
 }
@@ -92,6 +95,9 @@ impl TestApp {
             limits: services.ingest_limits.clone(),
             max_views_lag: services.max_views_lag,
             views_group: "hie-projector".into(),
+            // The blob store is the test's database, as in the local stack.
+            blob_store: platform::blobs::BlobLocation::Postgres(db.url()),
+            claim_check_bytes: services.claim_check_bytes,
         };
         stops.push(spawn(|stop| async move {
             ingest::run_with(config, listener, Some(mllp_listener), stop)
@@ -413,6 +419,7 @@ fn projector_config(broker: &Broker, db: &TestDb, addr: std::net::SocketAddr) ->
         // Short, so a test can see /healthz turn 503 while the views are held up.
         stall: Duration::from_secs(5),
         matcher: true,
+        blob_store: platform::blobs::BlobLocation::Postgres(db.url()),
     }
 }
 

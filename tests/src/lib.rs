@@ -5,12 +5,14 @@ mod app;
 mod broker;
 pub mod browser;
 mod database;
+mod portal_session;
 mod stack;
 mod up;
 
 pub use app::{urlencode, Services, TestApp, BOOTSTRAP_ADMIN, OPERATOR_ORG, SECRET};
 pub use broker::Broker;
 pub use database::TestDb;
+pub use portal_session::{document_text, PortalSession};
 pub use stack::{Stack, SERVICES, STACK_ADMIN};
 pub use up::{LocalStack, LOCAL_ADMIN};
 

@@ -1082,3 +1082,171 @@ async fn a_hung_broker_is_seen_and_restarted() {
         restarted.as_secs_f64()
     );
 }
+
+/// One resource of 16 MiB on the stack as `up` runs it (API.md, "Limits and hostile input"):
+/// accepted, and read back byte-identical through `/v1`, `/fhir` and the portal's document pop-up;
+/// on the log it is a claim check, the resource in the blob store. The figures are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_document_is_read_back_whole_on_the_stack_as_up_runs_it() {
+    use base64::Engine;
+    const DOC_AA: &str = "urn:oid:2.16.840.1.113883.3.1617";
+    const ORG: &str = "org-docs";
+    let stack = LocalStack::up().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let r = http
+        .put(format!("{}/v1/sources/DOCS", stack.ingest))
+        .bearer_auth(stack.admin())
+        .json(
+            &json!({"name": "Documents", "organization_id": ORG, "feed": "realtime",
+                      "assigning_authority": DOC_AA, "part2": false}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let shown = hie_tests::document_text((16 * 1024 * 1024 - 4096) / 4 * 3, 0x5EED);
+    let data = base64::engine::general_purpose::STANDARD.encode(&shown);
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p",
+            "identifier": [{"system": DOC_AA, "value": "DOC1"}], "name": [{"family": "Docs", "given": ["Dee"]}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:doc", "resource": {"resourceType": "DocumentReference", "id": "big-doc",
+            "status": "current", "subject": {"reference": "urn:uuid:p"},
+            "content": [{"attachment": {"contentType": "text/plain", "data": data}}]},
+         "request": {"method": "POST", "url": "DocumentReference"}}
+    ]});
+    let started = Instant::now();
+    let r = http
+        .post(format!("{}/v1/sources/DOCS/fhir", stack.ingest))
+        .bearer_auth(&key)
+        .header("content-type", "application/fhir+json")
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    let ingested = started.elapsed();
+    assert_eq!(body["accepted"], 2, "{body}");
+    let written = body["position"].as_str().unwrap().to_string();
+    let r = http
+        .post(format!("{}/v1/consents", stack.ingest))
+        .bearer_auth(&key)
+        .json(
+            &json!({"patient": {"assigning_authority": DOC_AA, "mrn": "DOC1"},
+                      "organization_id": ORG, "decision": "grant", "method": "written"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let consented = r.json::<Value>().await.unwrap()["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let r = http
+        .put(format!("{}/v1/users/doc-reader", stack.query))
+        .bearer_auth(stack.admin())
+        .json(
+            &json!({"email": format!("doc-reader@{ORG}.example"), "organization_id": ORG,
+                      "roles": ["physician"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = stack.token("doc-reader", ORG, &["physician"]);
+    let id = PatientIdentity {
+        assigning_authority: DOC_AA.into(),
+        mrn: "DOC1".into(),
+    }
+    .patient_id();
+    // Both positions reached (the record's, then the consent's), the account honoured.
+    let mut read = None;
+    for _ in 0..300 {
+        let mut answer = None;
+        for position in [&written, &consented] {
+            let r = http
+                .get(format!(
+                    "{}/v1/patients/{id}/records?type=DocumentReference",
+                    stack.query
+                ))
+                .bearer_auth(&token)
+                .header("x-min-position", position.as_str())
+                .send()
+                .await
+                .unwrap();
+            answer = Some(r);
+        }
+        let r = answer.unwrap();
+        if r.status() == StatusCode::OK {
+            read = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let visible = started.elapsed();
+    let read = read.expect("the document is not readable after 30 s");
+    let got = read["records"][0]["content"][0]["attachment"]["data"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "altered through /v1");
+
+    let t = Instant::now();
+    let r = http
+        .get(format!(
+            "{}/fhir/DocumentReference?patient={id}",
+            stack.query
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let found: Value = r.json().await.unwrap();
+    let fhir_read = t.elapsed();
+    let got = found["entry"][0]["resource"]["content"][0]["attachment"]["data"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "altered through /fhir");
+
+    let portal = hie_tests::PortalSession::sign_in(
+        &stack.query,
+        &stack.admin(),
+        "doc-clinician",
+        ORG,
+        &["physician"],
+    )
+    .await;
+    let t = Instant::now();
+    let pre = portal.document(&id.to_string(), "big-doc").await;
+    let portal_read = t.elapsed();
+    assert_eq!(pre.len(), shown.len());
+    assert!(pre == shown, "altered through the portal");
+
+    let row = stack
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*), max(size) FROM blobs", &[])
+        .await
+        .unwrap();
+    let (blobs, size): (i64, Option<i64>) = (row.get(0), row.get(1));
+    assert_eq!(blobs, 1, "the document is in the blob store");
+    println!(
+        "16 MiB document on the stack as up runs it: 202 in {ingested:?}, readable after {visible:?}; \
+         blob {} bytes; /fhir read {fhir_read:?}, portal pop-up {portal_read:?}",
+        size.unwrap_or_default()
+    );
+}

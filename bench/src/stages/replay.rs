@@ -20,7 +20,13 @@ pub async fn run(b: &mut Bench, r: &mut Report) -> Result<()> {
     );
     say("replay: a new projector and database rebuild the views from offset 0");
     let replay_db = hie_tests::TestDb::create().await;
-    let replay = stack::projector("projector-replay", &b.brokers, &replay_db.url(), false)?;
+    let replay = stack::projector(
+        "projector-replay",
+        &b.brokers,
+        &replay_db.url(),
+        &b.db.url(),
+        false,
+    )?;
     let (events, replay_secs) = wait_projected(&replay, &replay_db, &b.written).await?;
     b.peaks.projector_replay = replay.peak_kib();
     drop(replay);

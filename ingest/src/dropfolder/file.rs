@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use schemas::{now_micros, PatientIdentity, Position, SourceRegistered};
-use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -202,7 +201,7 @@ impl Batch<'_> {
         rejections: Vec<Rejection>,
     ) -> Result<(), FileError> {
         for r in &rejections {
-            self.write_error(r.index, &r.error).await?;
+            self.write_error(r).await?;
         }
         self.records.extend(records);
         self.rejections.extend(rejections);
@@ -212,12 +211,17 @@ impl Batch<'_> {
         Ok(())
     }
 
-    async fn write_error(&mut self, line: usize, error: &str) -> Result<(), FileError> {
+    async fn write_error(&mut self, r: &Rejection) -> Result<(), FileError> {
         if self.errors.is_none() {
             let file = tokio::fs::File::create(self.errors_path).await?;
             self.errors = Some(BufWriter::new(file));
         }
-        let mut row = json!({"line": line, "error": error}).to_string();
+        // `{"line", "error"}`, and `"status": 413` for a line refused for its size.
+        let mut row = r.result();
+        if let Some(line) = row.as_object_mut().and_then(|o| o.remove("index")) {
+            row["line"] = line;
+        }
+        let mut row = row.to_string();
         row.push('\n');
         if let Some(w) = self.errors.as_mut() {
             w.write_all(row.as_bytes()).await?;
@@ -241,7 +245,14 @@ impl Batch<'_> {
         let records = std::mem::take(&mut self.records);
         let accepted = records.len();
         let rejections = std::mem::take(&mut self.rejections);
-        self.df.publisher.admit()?;
+        // A file waits while the views are behind (no one is waiting on its answer); it is not
+        // refused, which would leave it in processing/ until the next start.
+        while self.df.publisher.admit().is_err() {
+            if *self.shutdown.borrow() {
+                return Err(FileError::Interrupted);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         let position = intake::publish(&self.df.publisher, &from, records, &rejections).await?;
         let counts = &mut self.receipt_counts;
         counts.accepted += accepted;
@@ -264,6 +275,7 @@ fn rejection(line: usize, error: impl Into<String>, raw: String) -> Rejection {
         index: line,
         error: error.into(),
         raw,
+        too_large: false,
     }
 }
 
@@ -284,11 +296,14 @@ async fn ndjson(batch: &mut Batch<'_>, file: tokio::fs::File) -> Result<(), File
                 Ok(text) => entries.push(fhir::ndjson_entry(number, &text)),
                 Err(_) => unreadable.push(rejection(number, "line is not UTF-8", String::new())),
             },
-            Some(Line::TooLong) => unreadable.push(rejection(
-                number,
-                format!("line exceeds the limit of {max} bytes"),
-                String::new(),
-            )),
+            Some(Line::TooLong) => unreadable.push(Rejection {
+                too_large: true,
+                ..rejection(
+                    number,
+                    format!("line exceeds the limit of {max} bytes"),
+                    String::new(),
+                )
+            }),
         }
         if entries.len() + unreadable.len() >= CHUNK {
             normalize_chunk(batch, &mut entries, &mut unreadable, &mut patients).await?;

@@ -35,6 +35,21 @@ pub struct Rejection {
     /// Why; names fields and positions, never their values.
     pub error: String,
     pub raw: String,
+    /// Refused for its size alone (over `MAX_RESOURCE_BYTES`, or a line over the body limit): its
+    /// per-entry result says 413, as a body over the limit is answered.
+    pub too_large: bool,
+}
+
+impl Rejection {
+    /// The entry's result in an answer (API.md): `{"index", "error"}`, and `"status": 413` for an
+    /// entry refused for its size.
+    pub fn result(&self) -> Value {
+        let mut result = serde_json::json!({"index": self.index, "error": self.error});
+        if self.too_large {
+            result["status"] = 413.into();
+        }
+        result
+    }
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +254,7 @@ pub fn normalize_with(
             index: entry.index,
             error,
             raw: entry.raw.clone(),
+            too_large: false,
         };
         let resource = match entry.resource {
             Ok(r) => r,
@@ -258,6 +274,7 @@ pub fn normalize_with(
                     schemas::topics::MAX_RESOURCE_BYTES
                 ),
                 raw: String::new(),
+                too_large: true,
             });
             continue;
         }
@@ -317,6 +334,7 @@ pub fn normalize_with(
                 index: c.index,
                 error,
                 raw: c.raw,
+                too_large: false,
             }),
         }
     }
@@ -473,6 +491,36 @@ mod tests {
             source_id: "src".into(),
             assigning_authority: "urn:oid:1.2.3".into(),
         }
+    }
+
+    #[test]
+    fn an_entry_over_the_resource_limit_is_refused_alone_as_a_413() {
+        let big = format!(
+            r#"{{"resourceType":"Binary","id":"b","data":"{}"}}"#,
+            "A".repeat(schemas::topics::MAX_RESOURCE_BYTES)
+        );
+        let small = r#"{"resourceType":"Organization","id":"o"}"#;
+        let n = normalize(
+            parse_ndjson(format!("{small}\n{big}").as_bytes())
+                .unwrap()
+                .entries,
+            &ctx(),
+        );
+        assert_eq!(n.records.len(), 1);
+        let r = &n.rejections[0];
+        assert!(
+            r.too_large && r.raw.is_empty(),
+            "dead-lettered without content"
+        );
+        assert_eq!(
+            r.result(),
+            serde_json::json!({"index": 1, "error": r.error, "status": 413})
+        );
+        let other = Rejection {
+            too_large: false,
+            ..r.clone()
+        };
+        assert!(other.result().get("status").is_none());
     }
 
     #[test]

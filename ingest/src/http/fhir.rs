@@ -21,7 +21,12 @@ pub async fn post_fhir(
     let source = authenticate_source(&state, &source_id, headers)?;
     // Before anything of the body is read or published: a refused request publishes nothing
     // (an NDJSON body is published chunk by chunk).
-    state.publisher.admit()?;
+    if let Err(e) = state.publisher.admit() {
+        // Read the body first (and drop it): an answer before it would reset the sender's upload,
+        // which it could not tell from a failure.
+        let _ = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes).await;
+        return Err(ApiError::Unavailable(e));
+    }
     let received_at = now_micros();
     let media = media_type(headers);
     let channel = match media.as_deref() {
@@ -80,11 +85,7 @@ pub async fn post_fhir(
         message_id: &message_id,
         received_at,
     };
-    let rejected_json: Vec<Value> = normalized
-        .rejections
-        .iter()
-        .map(|r| json!({"index": r.index, "error": r.error}))
-        .collect();
+    let rejected_json: Vec<Value> = normalized.rejections.iter().map(|r| r.result()).collect();
 
     if parsed.kind == BundleKind::Transaction && !normalized.rejections.is_empty() {
         intake::publish(&state.publisher, &from, Vec::new(), &normalized.rejections).await?;

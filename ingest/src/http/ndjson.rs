@@ -123,12 +123,14 @@ impl Ndjson<'_> {
                         index,
                         error: "line is not UTF-8".into(),
                         raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                        too_large: false,
                     }),
                 },
                 Some(Line::TooLong) => p.unreadable.push(Rejection {
                     index,
                     error: format!("line exceeds the limit of {limit} bytes"),
                     raw: String::new(),
+                    too_large: true,
                 }),
             }
             if p.entries.len() + p.unreadable.len() >= CHUNK || p.bytes >= CHUNK_BYTES {
@@ -165,7 +167,7 @@ impl Ndjson<'_> {
         p.rejected_count += rejections.len();
         for r in &rejections {
             if p.rejected.len() < LISTED_REJECTIONS {
-                p.rejected.push(json!({"index": r.index, "error": r.error}));
+                p.rejected.push(r.result());
             }
         }
         Ok(())

@@ -38,6 +38,7 @@ impl Projector {
             fetch_wait: Duration::from_millis(10),
             stall: Duration::from_secs(5),
             matcher,
+            blob_store: platform::blobs::BlobLocation::Postgres(database_url.to_string()),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {

@@ -159,6 +159,7 @@ async fn what_the_views_cannot_take_is_set_aside_and_a_revocation_still_applies(
         version: 1,
         sensitivity: "normal".into(),
         resource_json: r#"{"resourceType":"Observation","id":"poison","status":"final","note":[{"text":"a\u0000b"}]}"#.into(),
+        resource_blob: None,
     };
     publish_raw(
         &app,
