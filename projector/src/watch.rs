@@ -77,19 +77,37 @@ impl Probe {
         Ok(Probe { consumer })
     }
 
-    /// The partition's end (ListOffsets, latest): a lower bound on some brokers.
-    pub fn end(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// The partition's end (ListOffsets, latest): a lower bound on some brokers. An error when
+    /// the broker did not answer in time.
+    pub fn end(&self, topic: &str, partition: i32) -> Result<Option<i64>, KafkaError> {
         match self
             .consumer
             .fetch_watermarks(topic, partition, ASK_TIMEOUT)
         {
-            Ok((_, high)) if high >= 0 => Some(high),
-            Ok(_) => None,
+            Ok((_, high)) => Ok((high >= 0).then_some(high)),
             Err(e) => {
                 tracing::debug!(topic, partition, error = %e, "ListOffsets failed");
-                None
+                Err(e)
             }
         }
+    }
+
+    /// Every partition's end, one after the other; once the broker fails to answer, the rest are
+    /// not asked this time (a broker that is down costs one timeout, not one per partition).
+    pub fn ends(&self, partitions: &[(String, i32)]) -> Vec<Option<i64>> {
+        let mut reachable = true;
+        partitions
+            .iter()
+            .map(|(topic, partition)| {
+                if !reachable {
+                    return None;
+                }
+                self.end(topic, *partition).unwrap_or_else(|_| {
+                    reachable = false;
+                    None
+                })
+            })
+            .collect()
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -211,13 +229,23 @@ async fn verify(
         Option<FirstRecord>,
     );
     let verdicts: Vec<Verdict> = tokio::task::spawn_blocking(move || {
+        // Once the broker fails to answer, the other partitions are left for the next check.
+        let mut reachable = true;
         work.into_iter()
             .map(|((topic, partition), next, first)| {
                 let mut reasons = Vec::new();
+                if !reachable {
+                    return ((topic, partition), next, None, reasons, None);
+                }
+                let mut look = |offset| {
+                    let seen = probe.record_at(&topic, partition, offset);
+                    reachable &= seen != At::Unknown;
+                    seen
+                };
                 let mut adopt = None;
                 match &first {
                     Some(first) => {
-                        let seen = probe.record_at(&topic, partition, Offset::Offset(first.offset));
+                        let seen = look(Offset::Offset(first.offset));
                         reasons.extend(judge_first(first, &seen));
                     }
                     None if next > 0 => {
@@ -225,7 +253,7 @@ async fn verify(
                         if let At::Record {
                             offset,
                             fingerprint,
-                        } = probe.record_at(&topic, partition, Offset::Beginning)
+                        } = look(Offset::Beginning)
                         {
                             adopt = Some(FirstRecord {
                                 offset,
@@ -237,15 +265,21 @@ async fn verify(
                 }
                 // At start, a partition never applied from has nothing to check: no question to
                 // the broker (the matcher waits for this check).
-                let end = (next > 0 || !at_start)
-                    .then(|| probe.end(&topic, partition))
-                    .flatten();
+                let end = if next > 0 || !at_start {
+                    probe.end(&topic, partition).unwrap_or_else(|_| {
+                        reachable = false;
+                        None
+                    })
+                } else {
+                    None
+                };
                 // While running (the partitions whose end was seen below `next`, and every one
                 // once a minute), the last record applied is looked for whatever ListOffsets says:
                 // it may report too low an end.
                 let below = next > 0 && (!at_start || end.is_none_or(|end| end < next));
-                if below {
+                if below && reachable {
                     let seen = probe.record_at(&topic, partition, Offset::Offset(next - 1));
+                    reachable &= seen != At::Unknown;
                     reasons.extend(judge_last(next, &seen));
                 }
                 ((topic, partition), next, end, reasons, adopt)
@@ -302,11 +336,12 @@ pub async fn run(
         let listed: Vec<Option<i64>> = {
             let probe = probe.clone();
             let keys: Vec<(String, i32)> = tracked.iter().map(|(k, _)| k.clone()).collect();
-            tokio::task::spawn_blocking(move || {
-                keys.iter().map(|(t, p)| probe.end(t, *p)).collect()
-            })
-            .await
-            .unwrap_or_default()
+            let asking = tokio::task::spawn_blocking(move || probe.ends(&keys));
+            // Stopping never waits for the broker's answer.
+            tokio::select! {
+                listed = asking => listed.unwrap_or_default(),
+                _ = stop.changed() => return,
+            }
         };
         let now = Instant::now();
         let mut suspects = Vec::new();
@@ -344,7 +379,11 @@ pub async fn run(
             let partitions = if due { tracked.clone() } else { suspects };
             last_verified = now;
             let refused_before = health.refused();
-            if let Err(e) = verify(&pool, &probe, &health, &partitions, false).await {
+            let verified = tokio::select! {
+                verified = verify(&pool, &probe, &health, &partitions, false) => verified,
+                _ = stop.changed() => return,
+            };
+            if let Err(e) = verified {
                 tracing::warn!(error = %e, "checking the log's identity failed; trying again later");
             }
             if !refused_before && health.refused() {
