@@ -106,6 +106,30 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     cfg
 }
 
+/// The context of consumers that ask for `enable.partition.eof`: librdkafka's errors are logged
+/// as by default, except the end of a partition, which such a consumer asked to be told (it also
+/// arrives as a consumer event) and is no error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PartitionEofIsNoError;
+
+impl rdkafka::client::ClientContext for PartitionEofIsNoError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_partition_eof(&error) {
+            tracing::debug!(reason, "librdkafka: end of partition");
+        } else {
+            tracing::error!("librdkafka: {}: {}", error, reason);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for PartitionEofIsNoError {}
+
+/// Whether `error` only says a partition's end was reached.
+pub fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
 /// An idempotent producer that waits for every in-sync replica (`acks=all`): a delivery report
 /// means the record is durable. `delivery_timeout` bounds how long a request waits on a broker
 /// that is down before it is told so.
@@ -201,12 +225,12 @@ async fn follow_once<R: Replica>(
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
-    let consumer: StreamConsumer = client_config(brokers)
+    let consumer: StreamConsumer<PartitionEofIsNoError> = client_config(brokers)
         // Assigned, not subscribed: the group id only satisfies the client; nothing is committed.
         .set("group.id", format!("follower-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(PartitionEofIsNoError)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..topic.partitions {
         tpl.add_partition_offset(topic.name, p, Offset::Beginning)?;

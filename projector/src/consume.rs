@@ -139,7 +139,7 @@ pub async fn run(
 
 fn consumer_error(health: &Health, e: &rdkafka::error::KafkaError) {
     use rdkafka::types::RDKafkaErrorCode;
-    if matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) {
+    if platform::kafka::is_partition_eof(e) {
         // The end of a partition is not an error (this consumer does not ask for it anyway).
         return;
     }

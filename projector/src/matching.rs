@@ -97,16 +97,17 @@ async fn run_once(
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let producer = platform::kafka::producer(&config.kafka_brokers, Duration::from_secs(30))?;
-    let consumer: StreamConsumer = platform::kafka::client_config(&config.kafka_brokers)
-        // Assigned, not subscribed: nothing is committed; the log itself says where to go on.
-        .set("group.id", format!("hie-matcher-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "fetch.wait.max.ms",
-            config.fetch_wait.as_millis().to_string(),
-        )
-        .create()?;
+    let consumer: StreamConsumer<platform::kafka::PartitionEofIsNoError> =
+        platform::kafka::client_config(&config.kafka_brokers)
+            // Assigned, not subscribed: nothing is committed; the log itself says where to go on.
+            .set("group.id", format!("hie-matcher-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set(
+                "fetch.wait.max.ms",
+                config.fetch_wait.as_millis().to_string(),
+            )
+            .create_with_context(platform::kafka::PartitionEofIsNoError)?;
 
     // 1. What was decided so far.
     let mut matcher = Matcher::new(Model::default(), Thresholds::default());

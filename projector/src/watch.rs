@@ -58,37 +58,56 @@ pub fn judge_last(next: i64, seen: &At) -> Option<&'static str> {
 
 /// A Kafka client of the watch's own. Its calls block: run them on a blocking thread.
 pub struct Probe {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<platform::kafka::PartitionEofIsNoError>,
 }
 
 impl Probe {
     pub fn new(brokers: &str) -> Result<Probe, KafkaError> {
-        let consumer: BaseConsumer = platform::kafka::client_config(brokers)
-            .set(
-                "group.id",
-                format!("hie-projector-watch-{}", uuid::Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            // The end of a partition is an answer here, not an error.
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error")
-            .create()?;
+        let consumer: BaseConsumer<platform::kafka::PartitionEofIsNoError> =
+            platform::kafka::client_config(brokers)
+                .set(
+                    "group.id",
+                    format!("hie-projector-watch-{}", uuid::Uuid::new_v4()),
+                )
+                .set("enable.auto.commit", "false")
+                // The end of a partition is an answer here, not an error.
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "error")
+                .create_with_context(platform::kafka::PartitionEofIsNoError)?;
         Ok(Probe { consumer })
     }
 
-    /// The partition's end (ListOffsets, latest): a lower bound on some brokers.
-    pub fn end(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// The partition's end (ListOffsets, latest): a lower bound on some brokers. An error when
+    /// the broker did not answer in time.
+    pub fn end(&self, topic: &str, partition: i32) -> Result<Option<i64>, KafkaError> {
         match self
             .consumer
             .fetch_watermarks(topic, partition, ASK_TIMEOUT)
         {
-            Ok((_, high)) if high >= 0 => Some(high),
-            Ok(_) => None,
+            Ok((_, high)) => Ok((high >= 0).then_some(high)),
             Err(e) => {
                 tracing::debug!(topic, partition, error = %e, "ListOffsets failed");
-                None
+                Err(e)
             }
         }
+    }
+
+    /// Every partition's end, one after the other; once the broker fails to answer, the rest are
+    /// not asked this time (a broker that is down costs one timeout, not one per partition).
+    pub fn ends(&self, partitions: &[(String, i32)]) -> Vec<Option<i64>> {
+        let mut reachable = true;
+        partitions
+            .iter()
+            .map(|(topic, partition)| {
+                if !reachable {
+                    return None;
+                }
+                self.end(topic, *partition).unwrap_or_else(|_| {
+                    reachable = false;
+                    None
+                })
+            })
+            .collect()
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -210,13 +229,23 @@ async fn verify(
         Option<FirstRecord>,
     );
     let verdicts: Vec<Verdict> = tokio::task::spawn_blocking(move || {
+        // Once the broker fails to answer, the other partitions are left for the next check.
+        let mut reachable = true;
         work.into_iter()
             .map(|((topic, partition), next, first)| {
                 let mut reasons = Vec::new();
+                if !reachable {
+                    return ((topic, partition), next, None, reasons, None);
+                }
+                let mut look = |offset| {
+                    let seen = probe.record_at(&topic, partition, offset);
+                    reachable &= seen != At::Unknown;
+                    seen
+                };
                 let mut adopt = None;
                 match &first {
                     Some(first) => {
-                        let seen = probe.record_at(&topic, partition, Offset::Offset(first.offset));
+                        let seen = look(Offset::Offset(first.offset));
                         reasons.extend(judge_first(first, &seen));
                     }
                     None if next > 0 => {
@@ -224,7 +253,7 @@ async fn verify(
                         if let At::Record {
                             offset,
                             fingerprint,
-                        } = probe.record_at(&topic, partition, Offset::Beginning)
+                        } = look(Offset::Beginning)
                         {
                             adopt = Some(FirstRecord {
                                 offset,
@@ -236,14 +265,21 @@ async fn verify(
                 }
                 // At start, a partition never applied from has nothing to check: no question to
                 // the broker (the matcher waits for this check).
-                let end = (next > 0 || !at_start)
-                    .then(|| probe.end(&topic, partition))
-                    .flatten();
-                // While running, only partitions whose end was seen below `next` are checked
-                // here, so the last record applied is looked for whatever ListOffsets says now.
+                let end = if next > 0 || !at_start {
+                    probe.end(&topic, partition).unwrap_or_else(|_| {
+                        reachable = false;
+                        None
+                    })
+                } else {
+                    None
+                };
+                // While running (the partitions whose end was seen below `next`, and every one
+                // once a minute), the last record applied is looked for whatever ListOffsets says:
+                // it may report too low an end.
                 let below = next > 0 && (!at_start || end.is_none_or(|end| end < next));
-                if below {
+                if below && reachable {
                     let seen = probe.record_at(&topic, partition, Offset::Offset(next - 1));
+                    reachable &= seen != At::Unknown;
                     reasons.extend(judge_last(next, &seen));
                 }
                 ((topic, partition), next, end, reasons, adopt)
@@ -300,11 +336,12 @@ pub async fn run(
         let listed: Vec<Option<i64>> = {
             let probe = probe.clone();
             let keys: Vec<(String, i32)> = tracked.iter().map(|(k, _)| k.clone()).collect();
-            tokio::task::spawn_blocking(move || {
-                keys.iter().map(|(t, p)| probe.end(t, *p)).collect()
-            })
-            .await
-            .unwrap_or_default()
+            let asking = tokio::task::spawn_blocking(move || probe.ends(&keys));
+            // Stopping never waits for the broker's answer.
+            tokio::select! {
+                listed = asking => listed.unwrap_or_default(),
+                _ = stop.changed() => return,
+            }
         };
         let now = Instant::now();
         let mut suspects = Vec::new();
@@ -328,8 +365,13 @@ pub async fn run(
                     "partition stalled: offset {} has waited to be applied longer than the stall limit",
                     p.next
                 ),
-                Seen::BehindNext => suspects.push(((topic.clone(), *partition), p.next)),
-                Seen::Fine | Seen::StillStalled => {}
+                Seen::BehindNext | Seen::Fine | Seen::StillStalled => {}
+            }
+            // ListOffsets below the next offset is reason enough to look (not to refuse): a
+            // fetch's high watermark kept from before a topic was replaced would hide it, and
+            // the look reads the last record applied, whatever either end says.
+            if seen == Seen::BehindNext || listed.is_some_and(|end| end < p.next) {
+                suspects.push(((topic.clone(), *partition), p.next));
             }
         }
         let due = now.duration_since(last_verified) >= VERIFY_EVERY;
@@ -337,7 +379,11 @@ pub async fn run(
             let partitions = if due { tracked.clone() } else { suspects };
             last_verified = now;
             let refused_before = health.refused();
-            if let Err(e) = verify(&pool, &probe, &health, &partitions, false).await {
+            let verified = tokio::select! {
+                verified = verify(&pool, &probe, &health, &partitions, false) => verified,
+                _ = stop.changed() => return,
+            };
+            if let Err(e) = verified {
                 tracing::warn!(error = %e, "checking the log's identity failed; trying again later");
             }
             if !refused_before && health.refused() {

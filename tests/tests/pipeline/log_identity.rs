@@ -538,3 +538,148 @@ async fn a_partition_whose_events_wait_is_named_and_its_lag_shown() {
     }
     projector.stop().await;
 }
+
+/// Views built before `log_identity` existed (offsets stored, no first records): the projector
+/// adopts the log's earliest records at its first start, stays healthy and goes on applying; the
+/// records it adopted are the ones a fresh build records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_from_before_log_identity_adopt_the_log_they_were_built_from() {
+    let app = TestApp::spawn_with(Services {
+        projector_in_process: false,
+        ..Default::default()
+    })
+    .await;
+    let brokers = app.broker.address();
+    let db = app.db.client().await;
+    let key = app.register_source("old", "org-o", AA).await;
+    let first = Projector::start(&brokers, &app.db.url(), false).await;
+    app.post_bundle_ok("old", &key, &crate::bundle(AA, "V1", "v1", &[]))
+        .await;
+    caught_up(&db, &brokers).await;
+    first.stop().await;
+    let recorded = fingerprints(&db).await;
+    assert!(!recorded.is_empty());
+    // As before V6: offsets and views, no record of the log.
+    db.batch_execute("DELETE FROM log_identity; DELETE FROM log_cluster")
+        .await
+        .unwrap();
+
+    let again = Projector::start(&brokers, &app.db.url(), false).await;
+    again
+        .healthz_when(Duration::from_secs(30), |s, _| s == StatusCode::OK)
+        .await;
+    assert_eq!(fingerprints(&db).await, recorded);
+    let clusters: i64 = db
+        .query_one("SELECT count(*) FROM log_cluster", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clusters, 1);
+    let pos = app
+        .post_bundle_ok("old", &key, &crate::bundle(AA, "V2", "v2", &[]))
+        .await;
+    app.patient_id(AA, "V2", Some(&pos)).await;
+    again.stop().await;
+}
+
+type FirstRecords = Vec<(String, i32, i64, Vec<u8>)>;
+
+async fn fingerprints(db: &tokio_postgres::Client) -> FirstRecords {
+    db.query(
+        "SELECT topic, partition, first_offset, first_fingerprint FROM log_identity ORDER BY 1, 2",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// The same while the projector runs: the topic deleted and re-created under it is seen on the
+/// watch's timer (its end below the next offset), not a minute later, and it stops applying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_replaced_under_a_running_projector_is_refused_at_once() {
+    let app = TestApp::spawn_with(Services {
+        projector_in_process: false,
+        ..Default::default()
+    })
+    .await;
+    let brokers = app.broker.address();
+    let db = app.db.client().await;
+    let key = app.register_source("live", "org-l", AA).await;
+    let projector = Projector::start(&brokers, &app.db.url(), false).await;
+    for p in 0..6 {
+        app.post_bundle_ok(
+            "live",
+            &key,
+            &crate::bundle(
+                AA,
+                &format!("R{p}"),
+                &format!("r{p}"),
+                &[("o", "2024-01-01T00:00:00Z", 1.0)],
+            ),
+        )
+        .await;
+    }
+    caught_up(&db, &brokers).await;
+    projector
+        .healthz_when(Duration::from_secs(10), |s, _| s == StatusCode::OK)
+        .await;
+    let admin: AdminClient<DefaultClientContext> =
+        platform::kafka::client_config(&brokers).create().unwrap();
+    admin
+        .delete_topics(&["hie.records"], &AdminOptions::new())
+        .await
+        .unwrap();
+    let replaced = Instant::now();
+    while ends(&brokers)
+        .await
+        .contains_key(&("hie.records".to_string(), 0))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform::kafka::ensure_topics(&brokers, &[&schemas::topics::RECORDS])
+        .await
+        .unwrap();
+    let (_, body) = projector
+        .healthz_when(Duration::from_secs(30), |s, b| {
+            s == StatusCode::SERVICE_UNAVAILABLE
+                && partitions_named(b).iter().any(|(t, _, r)| {
+                    t == "hie.records" && (r == "offsets_beyond_end" || r == "another_log")
+                })
+        })
+        .await;
+    let seen = replaced.elapsed();
+    eprintln!(
+        "refused {:.1} s after the topic was deleted: {body}",
+        seen.as_secs_f64()
+    );
+    assert!(seen < Duration::from_secs(30));
+    let before = stored_offsets(&db).await;
+    // A record on the new topic is not applied.
+    let started = Instant::now();
+    while app
+        .post_fhir(
+            "live",
+            &key,
+            "application/fhir+json",
+            crate::bundle(AA, "R9", "r9", &[]).to_string(),
+        )
+        .await
+        .status()
+        != StatusCode::ACCEPTED
+    {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored_offsets(&db).await, before);
+    let r9: i64 = db
+        .query_one("SELECT count(*) FROM patients WHERE mrn = 'R9'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(r9, 0);
+    projector.stop().await;
+}
