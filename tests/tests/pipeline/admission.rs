@@ -42,6 +42,34 @@ fn commit(c: &BaseConsumer, offsets: &[i64]) {
     c.commit(&tpl, CommitMode::Sync).unwrap();
 }
 
+/// POST `bundle` every 100 ms until it is answered `want` (within 10 s); `meanwhile` is the only
+/// other answer allowed on the way.
+async fn post_until(
+    app: &TestApp,
+    key: &str,
+    bundle: &serde_json::Value,
+    want: StatusCode,
+    meanwhile: StatusCode,
+) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .post_fhir(
+                "MERCY-GENERAL",
+                key,
+                "application/fhir+json",
+                bundle.to_string(),
+            )
+            .await;
+        if r.status() == want {
+            return r;
+        }
+        assert_eq!(r.status(), meanwhile);
+        assert!(Instant::now() < deadline, "not answered {want} within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn writes_are_refused_with_retry_after_while_the_views_lag_and_taken_after() {
     let app = TestApp::spawn_with(Services {
@@ -79,23 +107,14 @@ async fn writes_are_refused_with_retry_after_while_the_views_lag_and_taken_after
         "adm-2",
         &[("o2", "2026-01-01T00:00:00Z", 1.0)],
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let r = app
-            .post_fhir(
-                "MERCY-GENERAL",
-                &key,
-                "application/fhir+json",
-                second.to_string(),
-            )
-            .await;
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break r;
-        }
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        assert!(Instant::now() < deadline, "never refused while 150 behind");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let refused = post_until(
+        &app,
+        &key,
+        &second,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::ACCEPTED,
+    )
+    .await;
     assert_eq!(
         refused
             .headers()
@@ -114,25 +133,13 @@ async fn writes_are_refused_with_retry_after_while_the_views_lag_and_taken_after
 
     // The views catch up: the same write is taken.
     commit(&group, &before);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = app
-            .post_fhir(
-                "MERCY-GENERAL",
-                &key,
-                "application/fhir+json",
-                second.to_string(),
-            )
-            .await;
-        if r.status() == StatusCode::ACCEPTED {
-            break;
-        }
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            Instant::now() < deadline,
-            "still refused after the views caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    post_until(
+        &app,
+        &key,
+        &second,
+        StatusCode::ACCEPTED,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     assert_eq!(mllp.send(&fixture("mercy_adt_a08.hl7")).await.code(), "AA");
 }
